@@ -95,7 +95,11 @@ class SafetensorsDict(Mapping[str, torch.Tensor]):
 
         self._file = safe_open(str(path), framework="pt", device="cpu")
         self._keys = list(self._file.keys())
+        self._key_set = set(self._keys)
         self.metadata: dict[str, str] = self._file.metadata() or {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file.get_tensor(key)
@@ -106,8 +110,10 @@ class SafetensorsDict(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self._keys)
 
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
+    def describe(self, key: str) -> tuple[tuple[int, ...], str]:
+        """(shape, dtype name) without reading the tensor."""
+        view = self._file.get_slice(key)
+        return tuple(view.get_shape()), str(view.get_dtype()).lower()
 
 
 def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
@@ -135,7 +141,8 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
                                   f"(weights_only=True); re-save its state_dict with torch.save or convert it to "
                                   f".safetensors ({msg})") from e
         if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in msg or "central directory" in msg:
-            raise CheckpointError(f"'{path}' is truncated or corrupt ({msg}); download it again") from e
+            raise CheckpointError(f"'{path}' is truncated or corrupt (not a complete PyTorch zip archive); download "
+                                  f"it again") from e
         raise CheckpointError(f"cannot read checkpoint '{path}': {msg}") from e
     return unwrap_state_dict(data, path)
 
@@ -168,8 +175,12 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
-def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    return sd.shape(key) if isinstance(sd, SafetensorsDict) else tuple(sd[key].shape)
+def describe(sd: Mapping[str, torch.Tensor], key: str) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype name) of a tensor, without reading safetensors data."""
+    if isinstance(sd, SafetensorsDict):
+        return sd.describe(key)
+    tensor = sd[key]
+    return tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,9 +340,10 @@ def load_model(
     """
     path = Path(path)
     sd = read_state_dict(path)
-    detected = detect_preset(sd, path)
+    stored = config_from_metadata(sd)
+    detected = stored.name if stored is not None else detect_preset(sd, path)
     if config is None:
-        config = config_from_metadata(sd)
+        config = stored
     if config is None:
         if detected is None:
             raise CheckpointError(f"'{path}' is not a DynamiCrafter checkpoint (no model.diffusion_model.* tensors); "
@@ -346,7 +358,9 @@ def load_model(
             sources.append((Path(extra), read_state_dict(extra)))
 
     model = build_empty(config)
-    if detected and detected != config.name:
+    if stored is not None and stored.name != config.name:
+        hint = f" (the file stores its own config '{stored.name}': leave out --config)"
+    elif detected and detected != config.name:
         hint = f" (the file looks like preset '{detected}': pass --config {detected})"
     else:
         hint = " (pass --config with the preset or YAML file the checkpoint was trained with)"
@@ -386,10 +400,12 @@ def _check_schedule(sd: Mapping[str, torch.Tensor], config: ModelConfig, path: P
         return
     from dynamicrafter.diffusion.schedule import NoiseSchedule
 
-    ours = NoiseSchedule.from_config(config.schedule).alphas_cumprod
-    theirs = sd["alphas_cumprod"].float()
+    theirs = sd["alphas_cumprod"]
+    # compare in the file's precision (fp16/bf16 repacks store the buffers rounded)
+    ours = NoiseSchedule.from_config(config.schedule).alphas_cumprod.to(theirs.dtype).float()
+    theirs = theirs.float()
     if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-4, atol=1e-6):
-        hint = f"; the file looks like preset '{detected}'" if detected else ""
+        hint = f"; the file holds model '{detected}'" if detected else ""
         raise CheckpointError(f"'{path}': its noise schedule (alphas_cumprod) differs from config '{config.name}' "
                               f"(zero-terminal-SNR / timesteps / betas mismatch{hint})")
     if ("scale_arr" in sd) != config.schedule.use_dynamic_rescale:

@@ -170,6 +170,9 @@ class DynamiCrafterPipeline:
         sample_posterior: bool = True,
         timestep_spacing: str | None = None,
         resize_mode: str = "released",
+        image_attention_scale: float | dict[str, float] | None = None,
+        context_stream: bool = True,
+        vdg: bool = True,
         denoiser_wrapper: Callable[[Callable, Conditioning], Callable] | None = None,
     ) -> PipelineOutput:
         """Animate ``image`` following ``prompt``.
@@ -177,14 +180,18 @@ class DynamiCrafterPipeline:
         Unset options take the released inference settings of the loaded model (``config.defaults``).
         ``end_image`` (or an interpolation model with ``image`` given twice) puts the first and last frame latents
         in the VDG input with zeros between: generative frame interpolation, or a loop with the same image.
+        ``image_attention_scale`` scales lambda of the image cross-attention (one value, or per group "input" /
+        "middle" / "output" / layer name); ``context_stream=False`` sets it to 0 (no image cross-attention) and
+        ``vdg=False`` replaces the VDG latents by zeros (the paper's ablations).
         ``denoiser_wrapper(denoise, conditioning)`` may wrap the batched network call (long-video windows).
         """
         timings: dict[str, float] = {}
         d = self.config.defaults
         # 1. Check inputs and fill defaults ------------------------------------------------------------------------
-        num_frames = num_frames or d.num_frames
-        height, width = height or d.height, width or d.width
-        steps = num_inference_steps or d.num_inference_steps
+        num_frames = d.num_frames if num_frames is None else num_frames
+        height = d.height if height is None else height
+        width = d.width if width is None else width
+        steps = d.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         guidance_rescale = d.guidance_rescale if guidance_rescale is None else guidance_rescale
         frame_stride = d.frame_stride if frame_stride is None else frame_stride
@@ -258,6 +265,8 @@ class DynamiCrafterPipeline:
         # 6. Conditioning of every guidance branch --------------------------------------------------------------
         fs = torch.full((batch,), int(frame_stride), dtype=torch.long, device=self.device)
         concat = image_latents if self.config.unet.in_channels > self.config.unet.out_channels else None
+        if concat is not None and not vdg:
+            concat = torch.zeros_like(concat)
         branches = [build_conditioning(self.model, fs=fs, text_embeds=prompt_embeds, image_embeds=image_embeds,
                                        concat=concat)]
         if do_cfg:
@@ -295,10 +304,14 @@ class DynamiCrafterPipeline:
                     return result["latents"]
             return None
 
+        scale = 0.0 if not context_stream else image_attention_scale
+        previous = self.model.unet.set_image_attention_scale(scale) if scale is not None else None
         try:
             latents = sample_ddim(denoise, latents, self.model.schedule, timesteps, eta, generator, on_step)
         finally:
             bar.close()
+            if previous is not None:
+                self.model.unet.set_image_attention_scale(previous)
         timings["denoise"] = time.perf_counter() - t0
 
         # 9. Decode ---------------------------------------------------------------------------------------------

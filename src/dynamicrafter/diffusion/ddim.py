@@ -23,7 +23,8 @@ from dynamicrafter.errors import ConfigError
 from dynamicrafter.utils import randn
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t (b,)) -> eps or v prediction
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step index, t, z_t', z0_hat)
+# (step index, t, z_t', z0_hat) -> None, or a tensor that replaces z_t'
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor | None]
 
 SPACINGS = ("uniform", "uniform_trailing")
 
@@ -91,5 +92,7 @@ def sample_ddim(denoiser: Denoiser, z_T: torch.Tensor, schedule: NoiseSchedule, 
         if eta > 0:
             z = z + c["sigma"][i] * randn(z.shape, generator, device, dtype)
         if callback is not None:
-            callback(len(timesteps) - 1 - i, timesteps[i], z, z0)
+            replaced = callback(len(timesteps) - 1 - i, timesteps[i], z, z0)
+            if replaced is not None:
+                z = replaced
     return z

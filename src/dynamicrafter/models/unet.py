@@ -14,6 +14,7 @@ Per level of ``channel_mult`` the encoder has ``num_res_blocks`` layers of
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from dynamicrafter.models.attention import Attention, RelativePosition, SpatialT
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding ``[cos(t * f_i) | sin(t * f_i)]`` with ``f_i = max_period^(-i / (dim/2))``; (N,) -> (N, dim)."""
+    """Sinusoidal embedding ``[cos(t f_i) | sin(t f_i)]``, ``f_i = max_period^(-i / (dim/2))``; (N,) -> (N, dim)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
     args = timesteps[:, None].float() * freqs[None]  # (N, half)
@@ -319,6 +320,36 @@ class UNet3D(nn.Module):
     # Run-time controls of the context stream (lambda)
     # ------------------------------------------------------------------------------------------------------------
 
+    LAYER_GROUPS = {"input": "input_blocks.", "middle": "middle_block.", "output": "output_blocks."}
+
     def image_attention_layers(self) -> list[tuple[str, Attention]]:
         """The dual cross-attention layers in network order, with their names."""
         return [(name, m) for name, m in self.named_modules() if isinstance(m, Attention) and m.image_cross_attention]
+
+    def set_image_attention_scale(self, scale: float | Mapping[str, float]) -> dict[str, float]:
+        """Set the factor s in lambda = s * (tanh(alpha) + 1) (or lambda = s without a learned gate).
+
+        ``scale``: one value for every layer, or a mapping from a group ("input", "middle", "output") or a layer
+        name (see :meth:`image_attention_layers`) to a value; layers not named keep theirs. 0 switches the context
+        stream off. Returns the previous value of every layer (pass it back to restore).
+        """
+        layers = self.image_attention_layers()
+        previous = {name: m.image_scale for name, m in layers}
+        if not isinstance(scale, Mapping):
+            scale = {group: float(scale) for group in self.LAYER_GROUPS}
+        known = set(self.LAYER_GROUPS) | set(previous)
+        unknown = [k for k in scale if k not in known]
+        if unknown:
+            from dynamicrafter.errors import ConfigError
+
+            raise ConfigError(f"unknown image-attention layer group(s) {unknown}: use {sorted(self.LAYER_GROUPS)} or "
+                              f"layer names such as '{layers[0][0] if layers else '-'}'")
+        for name, module in layers:
+            for key, value in scale.items():
+                if name == key or (key in self.LAYER_GROUPS and name.startswith(self.LAYER_GROUPS[key])):
+                    module.image_scale = float(value)
+        return previous
+
+    def image_attention_lambdas(self) -> dict[str, float]:
+        """The effective lambda of every dual cross-attention layer (paper Fig. 2)."""
+        return {name: float(torch.as_tensor(m.image_lambda()).detach()) for name, m in self.image_attention_layers()}

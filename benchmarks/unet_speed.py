@@ -1,0 +1,103 @@
+"""U-Net speed and memory for any preset with random weights.
+
+Prints the FLOPs of one forward, the seconds per denoising step (all classifier-free-guidance branches in one
+batch, as the pipeline runs them) and the peak memory (CPU RSS, or CUDA allocated).
+
+    python benchmarks/unet_speed.py --preset 256 --frames 16 --batch 1            # CPU, fp32
+    python benchmarks/unet_speed.py --preset 1024 --device cuda --dtype bf16 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dynamicrafter.config import get_preset, tiny_config
+from dynamicrafter.models.unet import UNet3D
+from dynamicrafter.utils import parse_dtype
+
+
+def build_unet(config, device: torch.device, dtype: torch.dtype) -> UNet3D:
+    with torch.device("meta"):
+        unet = UNet3D(config.unet)
+    unet = unet.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for p in unet.parameters():  # random weights of a sensible scale (zero-init outputs would be trivial)
+            p.normal_(0.0, (1.0 / max(p[0].numel(), 1)) ** 0.5 if p.ndim > 1 else 0.02, generator=gen)
+    return unet.to(dtype).eval().requires_grad_(False)
+
+
+def inputs(config, batch: int, frames: int, height: int, width: int, device, dtype):
+    c = config.unet
+    h, w = height // 8, width // 8
+    x = torch.randn(batch, c.in_channels, frames, h, w, device=device, dtype=dtype)
+    t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    context = torch.randn(batch, c.text_context_len + c.image_tokens_per_frame * frames, c.context_dim,
+                          device=device, dtype=dtype)
+    fs = torch.full((batch,), c.default_fs, device=device, dtype=torch.long)
+    return x, t, context, fs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="256", help="256, 512, 1024, 512_interp or tiny")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=1, help="videos per call")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--branches", type=int, default=2, help="guidance branches per step (1: no CFG, 2: CFG)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--repeats", type=int, default=1, help="timed steps (after one warm-up on CUDA)")
+    args = parser.parse_args()
+
+    config = tiny_config() if args.preset == "tiny" else get_preset(args.preset)
+    device = torch.device(args.device)
+    dtype = parse_dtype(args.dtype, device)
+    height, width = args.height or config.defaults.height, args.width or config.defaults.width
+    n = args.batch * args.branches
+    torch.set_flush_denormal(True)
+
+    with torch.device("meta"):
+        meta = UNet3D(config.unet)
+    with FlopCounterMode(display=False) as counter:
+        meta(*inputs(config, 1, args.frames, height, width, "meta", torch.float32))
+    tflop = counter.get_total_flops() / 1e12
+
+    unet = build_unet(config, device, dtype)
+    params = sum(p.numel() for p in unet.parameters())
+    x = inputs(config, n, args.frames, height, width, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            unet(*x)  # warm-up
+        torch.cuda.synchronize()
+    times = []
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out = unet(*x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    assert torch.isfinite(out).all()
+    if device.type == "cuda":
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB CUDA allocated"
+    else:
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB CPU RSS"
+    step = min(times)
+    print(f"preset {args.preset}: U-Net {params / 1e6:.1f} M parameters, {height}x{width}, {args.frames} frames")
+    print(f"  one forward of 1 video: {tflop:.2f} TFLOP")
+    print(f"  denoising step = {args.branches} branches x batch {args.batch} in one call on {device} "
+          f"({str(dtype).removeprefix('torch.')}): {step:.2f} s/step ({n * tflop * 1e3 / step:.0f} GFLOP/s)")
+    print(f"  peak memory: {peak}")
+    print(f"  50-step sampling estimate: {50 * step / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Shared test helpers: tiny configs and random-weight checkpoints in the released layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dynamicrafter.config import ModelConfig, tiny_config
+from dynamicrafter.pipeline import DynamiCrafterPipeline
+from dynamicrafter.testing import random_model, write_random_checkpoint
+
+DATA = Path(__file__).parent / "data"
+OFFICIAL_KEYS = DATA / "official-checkpoint-keys"
+OFFICIAL_CONFIGS = DATA / "official-configs"
+
+
+def read_tsv(name: str) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for line in (OFFICIAL_KEYS / f"dynamicrafter_{name}.tsv").read_text().splitlines():
+        key, shape = line.split("\t")
+        out[key] = () if shape == "scalar" else tuple(int(x) for x in shape.split("x"))
+    return out
+
+
+def random_image(height: int = 72, width: int = 96, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+def tiny_pipeline(config: ModelConfig | None = None, seed: int = 0) -> DynamiCrafterPipeline:
+    pipe = DynamiCrafterPipeline(random_model(config or tiny_config(), seed), device="cpu", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_checkpoint(tmp_path: Path, config: ModelConfig | None = None, name: str = "tiny.ckpt", seed: int = 0) -> Path:
+    return write_random_checkpoint(config or tiny_config(), tmp_path / name, seed=seed)
