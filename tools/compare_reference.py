@@ -358,7 +358,7 @@ def randomize_reference(model: torch.nn.Module, seed: int) -> None:
     for name, p in sorted(model.named_parameters()):
         noise = torch.randn(p.shape, generator=gen)
         if name.endswith(".alpha"):
-            value = noise.clamp(-1.5, 1.5)
+            value = 3.0 * torch.rand(p.shape, generator=gen) - 1.5
         elif "embedding" in name or name.endswith("latents"):
             value = 0.5 * noise
         elif p.ndim == 1 and name.endswith("weight"):

@@ -16,9 +16,13 @@ from dynamicrafter.errors import UserError
 # module path of every command group, in the order they appear in --help
 COMMAND_MODULES = (
     "dynamicrafter.commands.animate",
+    "dynamicrafter.apps.cli",  # interpolate, loop, story, lambda
     "dynamicrafter.commands.inspect",
-    "dynamicrafter.data.cli",
-    "dynamicrafter.metrics.cli",
+    "dynamicrafter.training.cli",  # train
+    "dynamicrafter.recipe.cli",  # recipe (the project's small model)
+    "dynamicrafter.data.cli",  # annotate, synth
+    "dynamicrafter.metrics.cli",  # evaluate, benchmark
+    "dynamicrafter.ui.cli",  # ui
 )
 
 
