@@ -69,13 +69,16 @@ def test_embedding_is_centred_and_normalised():
 
 
 def test_real_dreamsim_architecture_sizes():
-    ensemble = DreamSim(dreamsim_config("ensemble"))
-    assert [b.config.patch_size for b in ensemble.branches] == [16, 16, 16]
-    assert ensemble.branches[1].proj.shape == (768, 512) and ensemble.branches[0].proj is None
-    assert ensemble.branches[1].ln_pre is not None and ensemble.branches[0].ln_pre is None
-    params = sum(p.numel() for p in ensemble.branches[0].parameters())
-    assert 85_000_000 < params < 87_000_000  # ViT-B/16
-    assert DreamSim(dreamsim_config("open_clip_vitb32")).branches[0].patch_embed.proj.kernel_size == (32, 32)
+    ensemble = dreamsim_config("ensemble")
+    assert [b.name for b in ensemble.branches] == ["dino_vitb16", "clip_vitb16", "open_clip_vitb16"]
+    assert [b.feature for b in ensemble.branches] == ["cls", "embedding", "embedding"]
+    assert [b.vit.activation for b in ensemble.branches] == ["gelu", "quick_gelu", "gelu"]
+    assert [b.vit.ln_eps for b in ensemble.branches] == [1e-6, 1e-5, 1e-5]
+    clip = DreamSim(dreamsim_config("clip_vitb32")).branches[0]
+    assert clip.proj.shape == (768, 512) and clip.ln_pre is not None
+    assert clip.patch_embed.proj.kernel_size == (32, 32) and clip.pos_embed.shape == (1, 50, 768)
+    params = sum(p.numel() for n, p in clip.named_parameters() if n not in ("proj", "ln_pre.weight", "ln_pre.bias"))
+    assert 87_000_000 < params < 89_000_000  # ViT-B/32
 
 
 def _vit_state(vit, clip_layout):
@@ -135,6 +138,25 @@ def test_convert_dreamsim_folder_merges_lora(tmp_path):
     x = torch.rand(2, 3, DREAMSIM_IMAGE_SIZE, DREAMSIM_IMAGE_SIZE)
     with torch.no_grad():
         assert torch.allclose(from_file.embed(x), from_folder.embed(x), atol=1e-6)
+
+
+def test_dino_backbone_from_the_full_dino_checkpoint(tmp_path):
+    config = standin_dreamsim_config("dino_vitb16")
+    folder, _, _ = make_dreamsim_folder(tmp_path, config)
+    from_hub, _ = convert_dreamsim_checkpoint(folder, config=config)
+    hub_file = folder / "checkpoints" / "dino_vitbase16_pretrain.pth"
+    backbone = torch.load(hub_file)
+    head = {"backbone.head.mlp.0.weight": torch.zeros(2, 2)}
+    torch.save({"teacher": {**{f"backbone.{k}": v for k, v in backbone.items()}, **head},
+                "student": {f"module.backbone.{k}": v + 1 for k, v in backbone.items()}},
+               folder / "dino_vitb16_pretrain.pth")
+    hub_file.unlink()
+    from_teacher, _ = convert_dreamsim_checkpoint(folder, config=config)
+    assert from_teacher.keys() == from_hub.keys()
+    assert all(torch.equal(from_teacher[k], from_hub[k]) for k in from_hub)
+    (folder / "dino_vitb16_pretrain.pth").unlink()
+    with pytest.raises(CheckpointError, match="dino_vitbase16_pretrain.pth"):
+        convert_dreamsim_checkpoint(folder, config=config)
 
 
 def test_dreamsim_file_errors(tmp_path):

@@ -83,7 +83,7 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise IndexFileError(f"'{path}' line {line_no} is not valid JSON ({e.msg}); fix or remove it") from e
+                    raise IndexFileError(f"'{path}' line {line_no} is not valid JSON ({e.msg}); fix the line") from e
                 if not isinstance(row, dict):
                     raise IndexFileError(f"'{path}' line {line_no} is not a JSON object; write one object per line")
                 rows.append(row)

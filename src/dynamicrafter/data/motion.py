@@ -10,8 +10,10 @@ Definition of :func:`mean_flow_magnitude` for uint8 frames ``(t, h, w, 3)``, ``t
 
 The unit is pixels of the resized frame per step between the given frames. Because every clip is brought to the same
 shorter side first, the score does not depend on the source resolution: a camera pan across the whole frame at 3 % of
-the shorter side per frame scores about ``0.03 * size`` at any resolution, and an object moving ``v`` resized-pixels
-per frame scores about ``v`` times the fraction of the frame it covers.
+the shorter side per frame scores about ``0.03 * size`` at any resolution. An object moving ``v`` resized-pixels per
+frame over a still background scores about ``v`` times the fraction of the frame it covers *once grown by about half
+the Farneback window (``winsize`` 15) on each side*, since the flow field is smoothed across its edges: a 32x32
+square in a 128x128 frame scores ``~v * 47^2 / 128^2``.
 
 ``dynamicrafter annotate`` stores per clip the score of ``--frames`` frames spread evenly over the whole clip (first
 to last), so its steps are ``(num_frames - 1) / (frames - 1)`` source frames long.

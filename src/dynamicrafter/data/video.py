@@ -16,7 +16,13 @@ the same clip, in any worker, which exact training resume relies on: call :meth:
 Unreadable, corrupt or too-short files are skipped: the item is replaced by the next index (deterministically),
 the skip is logged (``logging``, logger ``dynamicrafter.data.video``) and recorded. :attr:`skipped` lists the skips
 seen by *this process* (with path and reason); :attr:`skipped_count` is a counter in shared memory that also counts
-skips made by DataLoader worker processes (fork or spawn start methods).
+skips made by DataLoader worker processes (fork or spawn start methods); the workers' warnings carry the paths. Each
+process remembers the indices that failed and does not open them again.
+
+Spatial transform: ``resize_center_crop`` resizes the shorter side to ``min(resolution)`` and center-crops, exactly as
+released (torchvision ``Resize`` + ``CenterCrop``, antialiased bilinear) whenever the source is at least as wide as the
+target aspect ratio; for narrower sources, where the released code pads with black, frames are scaled to cover the
+target instead (:func:`resized_size`). ``random_crop`` takes the same resize and a seeded random crop offset.
 """
 
 from __future__ import annotations
@@ -71,8 +77,9 @@ class VideoReader:
     """Random access to the frames of a video file with PyAV; use as a context manager.
 
     Frame ``i`` is the frame shown at time ``i / fps`` (indices come from presentation timestamps, so a seek lands on
-    the same frames a full decode would give). :meth:`get_batch` seeks to the key frame before the first wanted frame
-    and decodes forward only as far as the last one.
+    the same frames a full decode would give); ``fps`` is only used for a stream that declares no frame rate.
+    :meth:`get_batch` seeks to the key frame before each run of nearby wanted frames and decodes forward only as far
+    as the run's last frame, converting only the wanted frames to RGB.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None) -> None:
@@ -85,7 +92,7 @@ class VideoReader:
         except (av.error.FFmpegError, IndexError, OSError, ValueError) as e:  # type: ignore[attr-defined]
             raise VideoDecodeError(f"cannot open ({e.__class__.__name__}: {e})") from e
         stream = self._stream
-        rate = fps or stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate or fps
         if not rate or float(rate) <= 0:
             self.close()
             raise VideoDecodeError("unknown frame rate (add an 'fps' column to the index)")
@@ -263,7 +270,13 @@ def transform_frames(frames: np.ndarray | list[Image.Image], target: tuple[int, 
         if (new_w, new_h) != (width, height):
             image = image.resize((new_w, new_h), Image.BILINEAR)
         out[i] = np.asarray(image.convert("RGB").crop((left, top, left + tw, top + th)))
-    return torch.from_numpy(out).permute(3, 0, 1, 2).float() / PIXEL_SCALE - 1.0
+    return frames_to_video(out)
+
+
+def frames_to_video(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames ``(t, h, w, 3)`` -> float32 video ``(3, t, h, w)`` in [-1, 1] (converted in numpy: fast)."""
+    video = np.ascontiguousarray(frames.transpose(3, 0, 1, 2)).astype(np.float32)
+    return torch.from_numpy(video / np.float32(PIXEL_SCALE) - np.float32(1.0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -278,6 +291,12 @@ class SkippedItem:
     index: int
     path: str
     reason: str
+
+
+def _shared_int(value: int) -> Any:
+    """An integer in shared memory with a lock. Made with the spawn context, so that both forked and spawned
+    worker processes can inherit it (a fork-context lock refuses to be sent to a spawned process)."""
+    return multiprocessing.get_context("spawn").Value(SHARED_COUNTER_TYPE, value)
 
 
 class _SkippingDataset(Dataset, abc.ABC):
@@ -295,8 +314,8 @@ class _SkippingDataset(Dataset, abc.ABC):
         self.max_skips = max_skips
         self.skipped: list[SkippedItem] = []
         self._bad: set[int] = set()
-        self._epoch = multiprocessing.Value(SHARED_COUNTER_TYPE, 0)
-        self._skip_count = multiprocessing.Value(SHARED_COUNTER_TYPE, 0)
+        self._epoch = _shared_int(0)
+        self._skip_count = _shared_int(0)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -308,7 +327,7 @@ class _SkippingDataset(Dataset, abc.ABC):
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key in ("_epoch", "_skip_count"):
             if isinstance(state[key], int):
-                state[key] = multiprocessing.Value(SHARED_COUNTER_TYPE, state[key])
+                state[key] = _shared_int(state[key])
         self.__dict__.update(state)
 
     @property
@@ -413,7 +432,8 @@ class VideoClipDataset(_SkippingDataset):
         if not Path(record.path).is_file():
             raise VideoDecodeError("file not found")
         with VideoReader(record.path, fps=record.fps) as reader:
-            plan = plan_clip(len(reader), reader.fps, cfg.video_length, stride, rng, cfg.fixed_fps, cfg.fps_max)
+            source_fps = record.fps or reader.fps  # an index's fps column overrides the container's
+            plan = plan_clip(len(reader), source_fps, cfg.video_length, stride, rng, cfg.fixed_fps, cfg.fps_max)
             frames = reader.get_batch(plan.indices)
         video = transform_frames(frames, cfg.resolution, cfg.spatial_transform, rng)
         return {"video": video, "caption": record.caption, "path": record.path, "fps": plan.fps,

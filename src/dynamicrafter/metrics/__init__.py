@@ -20,8 +20,21 @@ from dynamicrafter.metrics.dreamsim import (
     pic_from_distances,
     standin_dreamsim_config,
 )
-from dynamicrafter.metrics.evaluate import EvaluateConfig, EvaluationResult, evaluate
-from dynamicrafter.metrics.features import FeatureCache, RecordCache, VideoItem, extract_features, load_features
+from dynamicrafter.metrics.evaluate import (
+    EvaluateConfig,
+    EvaluationResult,
+    evaluate,
+    pair_inputs,
+    per_video_metrics,
+)
+from dynamicrafter.metrics.features import (
+    FeatureCache,
+    RecordCache,
+    VideoItem,
+    extract_features,
+    feature_cache,
+    load_features,
+)
 from dynamicrafter.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_from_features
 from dynamicrafter.metrics.i3d import FVDConfig, I3DConfig, I3DFeatureExtractor, InceptionI3D
 from dynamicrafter.metrics.kernel import KernelConfig, kernel_distance, mmd2_biased, mmd2_unbiased
@@ -39,8 +52,8 @@ __all__ = [
     "DreamSim", "DreamSimConfig", "DreamSimDistance", "EvaluateConfig", "EvaluationResult", "FVDConfig",
     "FeatureCache", "I3DConfig", "I3DFeatureExtractor", "InceptionI3D", "KernelConfig", "MissingWeightsError",
     "ModelFreeMetrics", "RecordCache", "VideoItem", "convert_dreamsim_checkpoint", "dreamsim_config", "evaluate",
-    "extract_features", "feature_statistics", "frechet_distance", "frechet_distance_from_features",
+    "extract_features", "feature_cache", "feature_statistics", "frechet_distance", "frechet_distance_from_features",
     "kernel_distance", "load_dreamsim", "load_features", "mmd2_biased", "mmd2_unbiased", "model_free_metrics",
-    "motion_magnitude", "pic_from_distances", "psnr", "require_weights", "resolve_weights", "ssim",
-    "standin_dreamsim_config", "temporal_flicker",
+    "motion_magnitude", "pair_inputs", "per_video_metrics", "pic_from_distances", "psnr", "require_weights",
+    "resolve_weights", "ssim", "standin_dreamsim_config", "temporal_flicker",
 ]

@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "are skipped with a notice). Writes metrics.json, metrics.md and per_video.csv to OUT_DIR and "
                     "caches per-video features there, so an interrupted run resumes.")
     p.add_argument("--real", type=Path, required=True, metavar="DIR_OR_INDEX",
-                   help="folder of real clips (mp4/gif/webp/PNG folders), or an index file (.txt/.csv/.tsv/.jsonl/"
-                        ".json with a 'path' column and optional 'id', 'start_frame', 'frame_stride')")
+                   help="folder of real clips (mp4/gif/webp/PNG folders), or an index file: the project's .csv/.jsonl "
+                        "clip index (optional columns 'id', 'start_frame', 'frame_stride') or a .txt list of paths")
     p.add_argument("--generated", type=Path, required=True, metavar="DIR", help="folder of generated videos")
     p.add_argument("--inputs", type=Path, metavar="DIR",
                    help="folder of input images named like the videos (default: first frame of the real clip)")

@@ -306,13 +306,12 @@ def _dino_backbone(folder: Path) -> dict[str, torch.Tensor]:
         if candidate.is_file():
             return _torch_load(candidate)
     full = folder / "dino_vitb16_pretrain.pth"
-    if full.is_file():
-        state = _torch_load(full)
-        teacher = state.get("teacher", state)
-        teacher = {re.sub(r"^(module\.)?(backbone\.)?", "", k): v for k, v in teacher.items()}
+    state = _torch_load(full) if full.is_file() else {}
+    if isinstance(state.get("teacher"), dict):
+        teacher = {re.sub(r"^(module\.)?(backbone\.)?", "", k): v for k, v in state["teacher"].items()}
         return {k: v for k, v in teacher.items() if not k.startswith("head.")}
-    raise CheckpointError(f"'{folder}' holds no DINO ViT-B/16 weights: expected checkpoints/"
-                          f"dino_vitbase16_pretrain.pth or dino_vitb16_pretrain.pth (unzipped DreamSim checkpoint)")
+    raise CheckpointError(f"'{folder}' holds no DINO ViT-B/16 backbone: put torch.hub's dino_vitbase16_pretrain.pth "
+                          f"(the file DreamSim's first run downloads) into '{folder / 'checkpoints'}'")
 
 
 def _clip_backbone(folder: Path, branch: str) -> dict[str, torch.Tensor]:

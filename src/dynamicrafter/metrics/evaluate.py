@@ -24,10 +24,10 @@ from dynamicrafter.errors import UserError
 from dynamicrafter.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_path, load_image
 from dynamicrafter.metrics.dreamsim import pic_from_distances
 from dynamicrafter.metrics.features import (
-    FeatureCache,
     RecordCache,
     VideoItem,
     extract_features,
+    feature_cache,
     load_features,
     read_clip,
     shard,
@@ -46,11 +46,11 @@ from dynamicrafter.metrics.weights import (
     resolve_weights,
 )
 
-INDEX_PATH_COLUMNS = ("path", "video", "video_path", "file")
-INDEX_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl")
+INDEX_SUFFIXES = (".txt", ".csv", ".jsonl")
 PIC_DISTANCES = ("dreamsim", "lpips")
+MODEL_FREE_COLUMNS = ("temporal_flicker", "motion_magnitude", "first_frame_psnr", "first_frame_ssim")
 CSV_COLUMNS = ("video_id", "generated", "real", "input", "temporal_flicker", "motion_magnitude", "first_frame_psnr",
-               "first_frame_ssim", "pic")
+               "first_frame_ssim", "pic", "pic_distance")
 
 
 class PerceptualDistance(Protocol):
@@ -125,41 +125,30 @@ def collect_videos(folder: str | Path, frame_stride: int = 1) -> list[VideoItem]
 def read_index(path: str | Path, frame_stride: int = 1) -> list[VideoItem]:
     """Real clips from an index file.
 
-    ``.txt``: one video path per line. ``.csv``/``.tsv`` (header row) or ``.jsonl``/``.json`` (objects): a path
-    column (``path``, ``video``, ``video_path`` or ``file``) and optionally ``id`` (default: the stem),
-    ``start_frame`` and ``frame_stride`` (default: ``frame_stride``); other columns (captions, ...) are ignored.
-    Relative paths are relative to the index file's folder.
+    ``.csv``/``.jsonl``: the project's clip index (:mod:`dynamicrafter.data.index`, generic ``path`` layout or the
+    WebVid layout), with optional columns ``id`` (default: ``videoid``, else the file stem), ``start_frame`` and
+    ``frame_stride`` (default: ``frame_stride``); captions and other columns are ignored here. ``.txt``: one video
+    path per line. Relative paths are relative to the index file's folder.
     """
     path = Path(path)
-    base = path.parent
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        rows: list[dict[str, Any]] = [{"path": line.strip()} for line in path.read_text().splitlines()
-                                      if line.strip() and not line.startswith("#")]
-    elif suffix in (".csv", ".tsv"):
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    elif suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    elif suffix == ".json":
-        rows = json.loads(path.read_text())
+    if path.suffix.lower() == ".txt":
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        entries = [(Path(line).expanduser(), {}) for line in lines]
+        entries = [(p if p.is_absolute() else path.parent / p, extra) for p, extra in entries]
     else:
-        raise UserError(f"unsupported index file '{path}': use .txt, .csv, .tsv, .json or .jsonl")
+        from dynamicrafter.data.index import load_records
+
+        entries = [(Path(record.path), record.extra) for record in load_records(path)]
     items: dict[str, VideoItem] = {}
-    for n, row in enumerate(rows, start=1):
-        column = next((c for c in INDEX_PATH_COLUMNS if row.get(c)), None)
-        if column is None:
-            raise UserError(f"'{path}' entry {n} has no video path (columns {', '.join(INDEX_PATH_COLUMNS)})")
-        video = Path(str(row[column])).expanduser()
-        video = video if video.is_absolute() else base / video
-        video_id = str(row.get("id") or (video.stem if video.suffix else video.name))
+    for n, (video, extra) in enumerate(entries, start=1):
+        video_id = str(extra.get("id") or extra.get("videoid") or (video.stem if video.suffix else video.name))
         try:
-            start = int(row.get("start_frame") or 0)
-            stride = int(row.get("frame_stride") or frame_stride)
+            start = int(extra.get("start_frame") or 0)
+            stride = int(extra.get("frame_stride") or frame_stride)
         except ValueError as e:
             raise UserError(f"'{path}' entry {n}: start_frame/frame_stride must be integers ({e})") from e
         if video_id in items:
-            raise UserError(f"'{path}' lists the id '{video_id}' twice; give each clip a unique 'id'")
+            raise UserError(f"'{path}' lists the id '{video_id}' twice; give each clip a unique 'id' column")
         items[video_id] = VideoItem(video_id, video, start, stride)
     if not items:
         raise UserError(f"index file '{path}' lists no videos")
@@ -215,6 +204,21 @@ class InputSource:
         return None
 
 
+def pair_inputs(generated: list[VideoItem], real: list[VideoItem], images: dict[str, Path]
+                ) -> dict[str, InputSource]:
+    """Each generated video's input image by stem: an image file, else its real clip's first frame, else none."""
+    real_by_id = {item.video_id: item for item in real}
+    sources = {}
+    for item in generated:
+        if item.video_id in images:
+            sources[item.video_id] = InputSource("image", image=images[item.video_id])
+        elif item.video_id in real_by_id:
+            sources[item.video_id] = InputSource("real_first_frame", real=real_by_id[item.video_id])
+        else:
+            sources[item.video_id] = InputSource("none")
+    return sources
+
+
 def per_video_metrics(items: list[VideoItem], sources: dict[str, InputSource], cache_root: Path,
                       distance: PerceptualDistance | None, num_frames: int | None = None, rank: int = 0,
                       world_size: int = 1, progress: bool = True) -> int:
@@ -235,7 +239,7 @@ def per_video_metrics(items: list[VideoItem], sources: dict[str, InputSource], c
         if not (need_model_free or need_pic):
             continue
         computed += 1
-        frames = read_clip(item) if num_frames is None else read_clip(item)[:num_frames]
+        frames = read_clip(item)[:num_frames]
         image = source.load()
         if need_model_free:
             model_free_cache.save(item.video_id, asdict(model_free_metrics(frames, image)), stamp)
@@ -285,43 +289,37 @@ def evaluate(config: EvaluateConfig, i3d: Callable[[list[np.ndarray]], np.ndarra
 
     ``i3d`` / ``distance`` inject preloaded models (an :class:`I3DFeatureExtractor` or any callable with a
     ``signature`` attribute, a :class:`PerceptualDistance`); otherwise they are loaded from the configured weight
-    files, and a metric whose weights are absent is skipped with a one-line notice.
+    files, and a metric whose weights are absent is skipped with a one-line notice. All weights are resolved before
+    any video is processed, so a wrong path fails at once.
     """
     out_dir = Path(config.out_dir)
     cache_root = out_dir / "cache"
     notices: list[str] = []
-    device = config.fvd.device
     generated = collect_videos(config.generated)
     real = collect_real(config.real, config.real_frame_stride) if config.real is not None else []
-    real_by_id = {item.video_id: item for item in real}
     images = collect_images(config.inputs) if config.inputs is not None else {}
-    sources: dict[str, InputSource] = {}
-    for item in generated:
-        if item.video_id in images:
-            sources[item.video_id] = InputSource("image", image=images[item.video_id])
-        elif item.video_id in real_by_id:
-            sources[item.video_id] = InputSource("real_first_frame", real=real_by_id[item.video_id])
-        else:
-            sources[item.video_id] = InputSource("none")
+    sources = pair_inputs(generated, real, images)
     unpaired = sum(s.kind == "none" for s in sources.values())
     if unpaired:
         notices.append(f"{unpaired} of {len(generated)} generated videos have no input image (no file of the same "
                        f"stem in --inputs or --real): their first-frame metrics and PIC are left empty")
 
+    device = _auto_device() if config.fvd.device == "auto" else config.fvd.device
     if distance is None:
-        distance = _load_distance(config, device if device != "auto" else _auto_device(), notices)
+        distance = _load_distance(config, device, notices)
+    if i3d is None:
+        i3d = _load_i3d(config, bool(real), notices)
     for notice in notices:
         log(notice)
+
     per_video_metrics(generated, sources, cache_root, distance, num_frames=config.fvd.num_frames,
                       progress=config.progress)
-
     metrics: dict[str, Any] = {"num_generated": len(generated), "num_real": len(real),
                                "num_with_input_image": len(generated) - unpaired}
     metrics.update(_fvd_kvd(config, generated, real, cache_root, i3d, notices, log))
 
     rows = _rows(generated, sources, cache_root, distance, config.fvd.num_frames)
-    model_free = {key: _mean([r[key] for r in rows]) for key in CSV_COLUMNS[4:8]}
-    metrics["model_free"] = model_free
+    metrics["model_free"] = {key: _mean([r[key] for r in rows]) for key in MODEL_FREE_COLUMNS}
     if distance is not None:
         metrics["pic"] = {"value": _mean([r["pic"] for r in rows]), "distance": distance.label,
                           "standin": bool(getattr(distance, "standin", False)),
@@ -339,36 +337,35 @@ def _auto_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _load_i3d(config: EvaluateConfig, have_real: bool, notices: list[str]) -> I3DFeatureExtractor | None:
+    if not have_real:
+        notices.append("FVD/KVD skipped: no real clips given (--real)")
+        return None
+    path = resolve_weights(config.i3d, I3D_WEIGHTS)
+    if path is None:
+        notices.append("FVD/KVD skipped: " + missing_weights_notice(I3D_WEIGHTS))
+        return None
+    return I3DFeatureExtractor.from_file(path, config.fvd)
+
+
 def _fvd_kvd(config: EvaluateConfig, generated: list[VideoItem], real: list[VideoItem], cache_root: Path,
              i3d: Callable[[list[np.ndarray]], np.ndarray] | None, notices: list[str],
              log: Callable[[str], None]) -> dict[str, Any]:
-    if not real:
-        notice = "FVD/KVD skipped: no real clips given (--real)"
-        notices.append(notice)
-        log(notice)
+    if i3d is None or not real:
         return {"fvd": None, "kvd": None}
-    if i3d is None:
-        path = resolve_weights(config.i3d, I3D_WEIGHTS)
-        if path is None:
-            notice = "FVD/KVD skipped: " + missing_weights_notice(I3D_WEIGHTS)
-            notices.append(notice)
-            log(notice)
-            return {"fvd": None, "kvd": None}
-        i3d = I3DFeatureExtractor.from_file(path, config.fvd)
-    signature = getattr(i3d, "signature", "features")
-    num_frames = config.fvd.num_frames
-    sets = {"real": real, "generated": generated}
-    features = {}
-    for name, items in sets.items():
-        cache = FeatureCache(cache_root / signature / name)
-        extract_features(items, i3d, cache, num_frames, config.fvd.batch_size, progress=config.progress,
-                         desc=f"I3D features ({name})")
-        features[name] = load_features(items, cache, num_frames)
     if min(len(real), len(generated)) < 2:
         notice = "FVD/KVD skipped: need at least 2 real and 2 generated videos"
         notices.append(notice)
         log(notice)
         return {"fvd": None, "kvd": None}
+    signature = getattr(i3d, "signature", "features")
+    num_frames = config.fvd.num_frames
+    features = {}
+    for name, items in (("real", real), ("generated", generated)):
+        cache = feature_cache(cache_root, signature, name)
+        extract_features(items, i3d, cache, num_frames, config.fvd.batch_size, progress=config.progress,
+                         desc=f"I3D features ({name})")
+        features[name] = load_features(items, cache, num_frames)
     description = getattr(i3d, "description", signature)
     fvd = frechet_distance_from_features(features["real"], features["generated"])
     subsets = kernel_distance(features["real"], features["generated"], config.kvd_subsets, config.kvd_subset_size,
@@ -402,6 +399,7 @@ def _rows(generated: list[VideoItem], sources: dict[str, InputSource], cache_roo
             "first_frame_psnr": values.get("first_frame_psnr"),
             "first_frame_ssim": values.get("first_frame_ssim"),
             "pic": pic["pic"] if pic else None,
+            "pic_distance": distance.label if pic and distance is not None else "",
         })
     return rows
 

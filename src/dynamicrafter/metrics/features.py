@@ -52,7 +52,7 @@ def read_clip(item: VideoItem, num_frames: int | None = None) -> np.ndarray:
     frames = read_video_frames(item.path)
     clip = frames[item.start_frame::item.frame_stride]
     if num_frames is None:
-        return np.ascontiguousarray(clip) if len(clip) else frames[:0]
+        return np.ascontiguousarray(clip)
     if len(clip) < num_frames:
         needed = item.start_frame + (num_frames - 1) * item.frame_stride + 1
         raise MediaError(f"'{item.path}' has {len(frames)} frames but a {num_frames}-frame clip at stride "
@@ -128,6 +128,11 @@ class RecordCache:
     def save(self, video_id: str, values: dict[str, Any], stamp: str) -> None:
         with atomic_path(self.path(video_id)) as tmp:
             tmp.write_text(json.dumps({"stamp": stamp, "values": values}, indent=1))
+
+
+def feature_cache(cache_root: str | Path, signature: str, set_name: str) -> FeatureCache:
+    """The cache folder ``evaluate`` uses for one extractor and one video set (``real`` or ``generated``)."""
+    return FeatureCache(Path(cache_root) / signature / set_name)
 
 
 def extract_features(items: Sequence[VideoItem], extractor: FeatureFn, cache: FeatureCache, num_frames: int,

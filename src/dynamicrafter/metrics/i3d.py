@@ -332,7 +332,6 @@ class I3DFeatureExtractor:
         self.network = network.to(self.device).eval()
         size = "" if config.input_size == I3D_INPUT_SIZE else f"-s{config.input_size}"
         self.signature = f"i3d-{kind}-{fingerprint}-{preset_name}-f{config.num_frames}{size}"
-        self.calls = 0  # number of network calls (tests count these to check resumption)
 
     @classmethod
     def from_file(cls, path: str | Path, config: FVDConfig = FVDConfig()) -> I3DFeatureExtractor:
@@ -358,7 +357,6 @@ class I3DFeatureExtractor:
     def __call__(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         if not clips:
             return np.zeros((0, I3D_FEATURE_DIM))
-        self.calls += 1
         if self.kind == "torchscript" and self.preset.name == "stylegan-v":
             outputs = []
             for group in _group_by_shape(clips):

@@ -5,8 +5,8 @@ All inputs are uint8 frames ``(t, h, w, 3)`` and uint8 images ``(h, w, 3)``.
 * temporal flicker: ``(1 / ((t-1) h w 3)) sum |x_{l+1} - x_l|`` over consecutive frames, in [0, 255] grey levels
   (lower is steadier; it also drops for videos that barely move, so read it together with motion);
 * first-frame conformity: PSNR (dB, peak 255) and SSIM (Wang et al. 2004) of the first frame against the input image;
-* motion magnitude: mean optical-flow magnitude (OpenCV Farneback, pixels per frame at the analysis size), from
-  :func:`dynamicrafter.data.motion.mean_flow_magnitude`.
+* motion magnitude: mean optical-flow magnitude (OpenCV Farneback, pixels per frame with the frames resized to a
+  shorter side of 128), from :func:`dynamicrafter.data.motion.mean_flow_magnitude`.
 
 SSIM follows Wang et al.'s reference ``ssim_index.m``: an 11x11 Gaussian window with sigma 1.5 (normalised to sum
 1), ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2`` with ``L = 255``, statistics over the 'valid' window positions only,
@@ -110,10 +110,12 @@ def match_input_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def motion_magnitude(frames: np.ndarray) -> float:
-    """Mean optical-flow magnitude of the clip (Farneback, via ``dynamicrafter.data.motion``)."""
+    """Mean optical-flow magnitude of the clip (Farneback at shorter side 128, via ``dynamicrafter.data.motion``);
+    0 for a single frame."""
     from dynamicrafter.data.motion import mean_flow_magnitude
 
-    return float(mean_flow_magnitude(_check_frames(frames)))
+    frames = _check_frames(frames)
+    return float(mean_flow_magnitude(frames)) if frames.shape[0] >= 2 else 0.0
 
 
 def model_free_metrics(frames: np.ndarray, image: np.ndarray | None = None) -> ModelFreeMetrics:

@@ -1,0 +1,645 @@
+"""A generated, captioned video data set for training and evaluating a small DynamiCrafter on CPU.
+
+Each clip is a static background with one *main* object and up to ``max_distractors`` smaller, still distractor
+objects. The main object (drawn on top, and the largest object of the clip except possibly in the first frames of a
+``zoom_in``) makes exactly one motion from :data:`MOTIONS`:
+
+* ``left`` / ``right`` / ``up`` / ``down``: translation at a constant speed (``speed_range``, in fractions of the
+  shorter frame side per frame), the object staying inside the frame;
+* ``zoom_in`` / ``zoom_out``: the *object* grows / shrinks about its own centre at a constant rate
+  (``zoom_rate_range``: change of the log-size per frame); background and distractors do not change, i.e. this is
+  the object approaching / receding, not a camera zoom;
+* ``rotate_cw`` / ``rotate_ccw``: rotation about its centre, clockwise / counter-clockwise *as seen on screen*, at
+  ``rotation_speed_range`` degrees per frame (kept under half of every shape's symmetry angle so the direction is
+  unambiguous; round shapes that rotate always get a patterned texture so the rotation is visible);
+* ``still``: nothing moves; all frames are identical.
+
+Everything about a clip (scene, motion, rate, caption) is a function of ``(seed, split family, clip id)``, so a clip
+costs no disk and renders in a few milliseconds (vectorised numpy over ``(t, h, w)``). Splits: ``train`` and ``test``
+take disjoint clip ids (an id belongs to ``test`` when a seed-keyed hash of it falls below ``held_out_fraction``);
+``novel`` is a generalisation split whose main object is always one of ``held_out_combos`` (``(shape, colour)``
+pairs that ``train`` and ``test`` never use for their main object).
+
+Captions name the main object (colour, shape, sometimes texture), its motion and the background with several
+phrasings and synonyms each; a ``motion_only_fraction`` of the clips instead get a caption naming only the motion
+("sliding to the left"), like the paper's decoupled motion descriptions. Structured labels come with every sample.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from dynamicrafter.data.index import write_table
+from dynamicrafter.data.video import frames_to_video
+from dynamicrafter.errors import ConfigError
+from dynamicrafter.media import atomic_path, save_video
+
+logger = logging.getLogger(__name__)
+
+
+class Motion(enum.StrEnum):
+    """The motions a synthetic clip can show (one per clip)."""
+
+    LEFT = "left"
+    RIGHT = "right"
+    UP = "up"
+    DOWN = "down"
+    ZOOM_IN = "zoom_in"
+    ZOOM_OUT = "zoom_out"
+    ROTATE_CW = "rotate_cw"
+    ROTATE_CCW = "rotate_ccw"
+    STILL = "still"
+
+
+MOTIONS: tuple[str, ...] = tuple(m.value for m in Motion)
+TRANSLATIONS: dict[str, tuple[float, float]] = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0),
+                                                "down": (0.0, 1.0)}  # unit direction (x right, y down)
+SPLITS = ("train", "test", "novel")
+
+SHAPES = ("square", "circle", "triangle", "star", "diamond", "ring", "cross", "hexagon")
+ROUND_SHAPES = ("circle", "ring")  # rotation-invariant: need a patterned texture to show rotation
+SYMMETRY_DEGREES = {"square": 90, "circle": 360, "triangle": 120, "star": 72, "diamond": 180, "ring": 360,
+                    "cross": 90, "hexagon": 60}
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "orange": (245, 140, 30), "yellow": (240, 220, 40), "green": (40, 170, 60),
+    "cyan": (40, 205, 215), "blue": (40, 80, 225), "purple": (140, 60, 200), "pink": (245, 115, 185),
+}
+TEXTURES = ("solid", "striped", "dotted", "checkered")
+BACKGROUNDS = ("solid", "gradient", "striped", "noise", "checkered")
+BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
+    "black": (22, 22, 22), "white": (236, 236, 236), "gray": (128, 128, 128), "beige": (215, 200, 168),
+}
+
+# geometry, in fractions of the shorter frame side (object "radius" = half its extent)
+MAIN_RADIUS = (0.16, 0.22)
+ZOOM_SMALL_RADIUS = (0.10, 0.13)  # zoom_in start / zoom_out end
+ZOOM_MAX_RADIUS = 0.36
+DISTRACTOR_RADIUS = (0.05, 0.08)
+EDGE_MARGIN = 0.02
+SHAPE_EXTENT = 1.15  # every shape lies within this many object radii of its centre
+TEXTURE_SHADE = 0.55  # patterned textures alternate the colour with this darker shade of it
+TEXTURE_PERIOD = 0.6  # pattern period in object radii
+BACKGROUND_CONTRAST = 48.0  # grey levels between the two tones of background patterns
+NOISE_GRAIN = 0.2  # fine grain of the noise background, relative to its smooth field
+GRADIENT_CONTRAST = 70.0
+BACKGROUND_PERIOD = (0.10, 0.22)  # stripe / checker period, fractions of the shorter side
+NOISE_CELLS = 8  # the noise background is bilinear-upsampled from a grid of about this many cells per side
+SPLIT_HASH_SCALE = float(2**64)
+MAX_ROTATION_FRACTION = 0.5  # rotation per frame must stay below this fraction of the shape's symmetry angle
+
+
+@dataclass
+class SyntheticConfig:
+    """The generated data set. Frame size is ``height x width``; rates are per frame (see the module docstring)."""
+
+    num_clips: int = 1000
+    frames: int = 16
+    height: int = 64
+    width: int = 64
+    seed: int = 0
+    speed_range: tuple[float, float] = (0.015, 0.035)
+    zoom_rate_range: tuple[float, float] = (0.03, 0.05)
+    rotation_speed_range: tuple[float, float] = (4.0, 10.0)
+    max_distractors: int = 2
+    motion_only_fraction: float = 0.2
+    held_out_fraction: float = 0.1
+    held_out_combos: tuple[tuple[str, str], ...] = ()
+    motions: tuple[str, ...] = MOTIONS
+    fps: int = 8
+    frame_stride: int = 1
+
+    def __post_init__(self) -> None:
+        self.held_out_combos = tuple((str(s), str(c)) for s, c in self.held_out_combos)
+        self.motions = tuple(self.motions)
+        if self.num_clips < 0 or self.frames < 2 or min(self.height, self.width) < 8:
+            raise ConfigError(f"synthetic data needs num_clips >= 0, frames >= 2 and a size of at least 8x8, got "
+                              f"{self.num_clips}, {self.frames}, {self.height}x{self.width}")
+        if not 0.0 <= self.motion_only_fraction <= 1.0 or not 0.0 <= self.held_out_fraction < 1.0:
+            raise ConfigError("motion_only_fraction must be in [0, 1] and held_out_fraction in [0, 1)")
+        for name in ("speed_range", "zoom_rate_range", "rotation_speed_range"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ConfigError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+        fastest = max(self.rotation_speed_range)
+        if fastest >= MAX_ROTATION_FRACTION * min(SYMMETRY_DEGREES.values()):
+            raise ConfigError(f"rotation speed {fastest} deg/frame would make the rotation direction ambiguous; keep "
+                              f"it under {MAX_ROTATION_FRACTION * min(SYMMETRY_DEGREES.values()):g}")
+        unknown = [m for m in self.motions if m not in MOTIONS]
+        if unknown or not self.motions:
+            raise ConfigError(f"motions must be a non-empty subset of {', '.join(MOTIONS)}, got {self.motions}")
+        for shape, colour in self.held_out_combos:
+            if shape not in SHAPES or colour not in COLOURS:
+                raise ConfigError(f"held-out combination ({shape!r}, {colour!r}) is not a known (shape, colour); "
+                                  f"shapes: {', '.join(SHAPES)}; colours: {', '.join(COLOURS)}")
+        if len(self.held_out_combos) >= len(SHAPES) * len(COLOURS):
+            raise ConfigError("held_out_combos must leave some (shape, colour) combinations for training")
+
+    @property
+    def short_side(self) -> int:
+        return min(self.height, self.width)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scenes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object: where it is at frame 0 (pixels), its size (radius, pixels), angle (degrees, clockwise)."""
+
+    shape: str
+    colour: str
+    texture: str
+    x: float
+    y: float
+    radius: float
+    angle: float
+
+
+@dataclass(frozen=True)
+class BackgroundSpec:
+    kind: str
+    colour: str
+    angle: float  # direction of gradient / stripes, degrees
+    period: float  # stripe / checker period, pixels
+    shift: float  # signed brightness offset of the second gradient colour
+    noise_seed: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything needed to render and caption one clip. ``rate`` is in pixels, log-size units or degrees per frame
+    for translations, zooms and rotations (0 for ``still``)."""
+
+    clip_id: int
+    split: str
+    motion: str
+    rate: float
+    main: ObjectSpec
+    distractors: tuple[ObjectSpec, ...]
+    background: BackgroundSpec
+    caption: str
+    motion_only_caption: bool
+
+    def labels(self) -> dict[str, Any]:
+        """Structured labels for evaluation (flat, DataLoader-collatable)."""
+        return {"clip_id": self.clip_id, "split": self.split, "motion": self.motion, "shape": self.main.shape,
+                "colour": self.main.colour, "texture": self.main.texture, "background": self.background.kind,
+                "background_colour": self.background.colour, "num_distractors": len(self.distractors),
+                "rate": self.rate, "motion_only_caption": self.motion_only_caption}
+
+
+def _split_hash(seed: int, ids: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) values from (seed, id) with the splitmix64 finaliser (vectorised, wrapping uint64)."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z.astype(np.float64) / SPLIT_HASH_SCALE
+
+
+def split_clip_ids(config: SyntheticConfig, split: str) -> np.ndarray:
+    """The first ``config.num_clips`` clip ids (int64) of ``split``; ``train`` and ``test`` ids never overlap."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "novel":
+        if not config.held_out_combos:
+            raise ConfigError("the 'novel' split needs held_out_combos (shape, colour pairs kept out of training)")
+        return np.arange(config.num_clips, dtype=np.int64)
+    if split == "test" and config.held_out_fraction <= 0:
+        raise ConfigError("the 'test' split is empty with held_out_fraction 0; set a fraction such as 0.1")
+    keep_fraction = config.held_out_fraction if split == "test" else 1.0 - config.held_out_fraction
+    chunk = max(1024, int(config.num_clips / max(keep_fraction, 1e-3) * 1.2))
+    found: list[np.ndarray] = []
+    count, start = 0, 0
+    while count < config.num_clips:
+        ids = np.arange(start, start + chunk, dtype=np.int64)
+        held_out = _split_hash(config.seed, ids) < config.held_out_fraction
+        ids = ids[held_out] if split == "test" else ids[~held_out]
+        found.append(ids)
+        count, start = count + len(ids), start + chunk
+    return np.concatenate(found)[: config.num_clips] if found else np.zeros(0, dtype=np.int64)
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
+    """Draw the scene, motion and caption of clip ``clip_id`` of ``split`` (deterministic)."""
+    family = 1 if split == "novel" else 0  # train and test share one id space (disjoint ids); novel has its own
+    rng = np.random.default_rng([config.seed, family, int(clip_id)])
+    s, h, w, t = config.short_side, config.height, config.width, config.frames
+    motion = str(rng.choice(config.motions))
+    shape, colour = _main_shape_colour(rng, config, split)
+    textures = TEXTURES[1:] if motion.startswith("rotate") and shape in ROUND_SHAPES else TEXTURES
+    texture = str(rng.choice(textures))
+    angle = float(rng.uniform(0, 360))
+    margin = EDGE_MARGIN * s
+    if motion in TRANSLATIONS:
+        dx, dy = TRANSLATIONS[motion]
+        radius = _uniform(rng, MAIN_RADIUS) * s
+        room = (w if dx else h) - 2 * (radius + margin)  # pixels the object can travel and stay inside
+        rate = min(_uniform(rng, config.speed_range) * s, room / (t - 1))
+        travel = rate * (t - 1)
+        x = _start(rng, w, radius + margin, travel * dx)
+        y = _start(rng, h, radius + margin, travel * dy)
+    else:
+        if motion in ("zoom_in", "zoom_out"):
+            small = _uniform(rng, ZOOM_SMALL_RADIUS) * s
+            rate = min(_uniform(rng, config.zoom_rate_range), math.log(ZOOM_MAX_RADIUS * s / small) / (t - 1))
+            radius = small if motion == "zoom_in" else small * math.exp(rate * (t - 1))
+            largest = small * math.exp(rate * (t - 1))
+        else:
+            radius = largest = _uniform(rng, MAIN_RADIUS) * s
+            rate = _uniform(rng, config.rotation_speed_range) if motion.startswith("rotate") else 0.0
+        x = _start(rng, w, largest + margin, 0.0)
+        y = _start(rng, h, largest + margin, 0.0)
+    main = ObjectSpec(shape, colour, texture, x, y, radius, angle)
+    distractors = []
+    for _ in range(int(rng.integers(0, config.max_distractors + 1))):
+        d_radius = _uniform(rng, DISTRACTOR_RADIUS) * s
+        d_colour = str(rng.choice([c for c in COLOURS if c != colour]))
+        distractors.append(ObjectSpec(str(rng.choice(SHAPES)), d_colour, "solid",
+                                      _start(rng, w, d_radius + margin, 0.0), _start(rng, h, d_radius + margin, 0.0),
+                                      d_radius, float(rng.uniform(0, 360))))
+    background = BackgroundSpec(
+        kind=str(rng.choice(BACKGROUNDS)), colour=str(rng.choice(list(BACKGROUND_COLOURS))),
+        angle=float(rng.choice([0.0, 45.0, 90.0, 135.0])), period=_uniform(rng, BACKGROUND_PERIOD) * s,
+        shift=float(rng.choice([-1.0, 1.0])) * GRADIENT_CONTRAST, noise_seed=int(rng.integers(0, 2**31)))
+    motion_only = bool(rng.random() < config.motion_only_fraction)
+    caption = _caption(rng, motion, main, background, motion_only)
+    return Scene(int(clip_id), split, motion, float(rate), main, tuple(distractors), background, caption, motion_only)
+
+
+def _main_shape_colour(rng: np.random.Generator, config: SyntheticConfig, split: str) -> tuple[str, str]:
+    if split == "novel":
+        shape, colour = config.held_out_combos[int(rng.integers(len(config.held_out_combos)))]
+        return shape, colour
+    held_out = set(config.held_out_combos)
+    allowed = [(s, c) for s in SHAPES for c in COLOURS if (s, c) not in held_out]
+    return allowed[int(rng.integers(len(allowed)))]
+
+
+def _start(rng: np.random.Generator, extent: int, inset: float, travel: float) -> float:
+    """A start coordinate such that ``[start, start + travel]`` stays within ``[inset, extent - inset]``."""
+    low, high = inset - min(travel, 0.0), extent - inset - max(travel, 0.0)
+    return float(rng.uniform(low, high)) if high > low else (low + high) / 2.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Captions
+# ----------------------------------------------------------------------------------------------------------------
+
+# (present tense, gerund) phrasings of each motion
+MOTION_PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "left": (("moves to the left", "moving to the left"), ("slides left", "sliding left"),
+             ("drifts leftward", "drifting leftward"), ("goes left", "going left"),
+             ("travels to the left", "travelling to the left"), ("glides to the left", "gliding to the left")),
+    "right": (("moves to the right", "moving to the right"), ("slides right", "sliding right"),
+              ("drifts rightward", "drifting rightward"), ("goes right", "going right"),
+              ("travels to the right", "travelling to the right"), ("glides to the right", "gliding to the right")),
+    "up": (("moves up", "moving up"), ("rises", "rising"), ("floats upward", "floating upward"),
+           ("slides up", "sliding up"), ("climbs upward", "climbing upward"), ("goes up", "going up")),
+    "down": (("moves down", "moving down"), ("falls", "falling"), ("sinks", "sinking"),
+             ("slides down", "sliding down"), ("drops downward", "dropping downward"), ("goes down", "going down")),
+    "zoom_in": (("grows larger", "growing larger"), ("gets bigger", "getting bigger"), ("zooms in", "zooming in"),
+                ("expands", "expanding"), ("swells up", "swelling up"), ("comes closer", "coming closer")),
+    "zoom_out": (("shrinks", "shrinking"), ("gets smaller", "getting smaller"), ("zooms out", "zooming out"),
+                 ("contracts", "contracting"), ("dwindles", "dwindling"), ("moves away", "moving away")),
+    "rotate_cw": (("rotates clockwise", "rotating clockwise"), ("spins clockwise", "spinning clockwise"),
+                  ("turns clockwise", "turning clockwise"), ("twirls clockwise", "twirling clockwise"),
+                  ("revolves clockwise", "revolving clockwise")),
+    "rotate_ccw": (("rotates counterclockwise", "rotating counterclockwise"),
+                   ("spins anticlockwise", "spinning anticlockwise"),
+                   ("turns counter-clockwise", "turning counter-clockwise"),
+                   ("twirls counterclockwise", "twirling counterclockwise"),
+                   ("revolves anticlockwise", "revolving anticlockwise")),
+    "still": (("stays still", "staying still"), ("does not move", "not moving"),
+              ("remains motionless", "remaining motionless"), ("sits still", "sitting still"),
+              ("stays in place", "staying in place"), ("rests without moving", "resting without moving")),
+}
+SHAPE_NOUNS: dict[str, tuple[str, ...]] = {
+    "square": ("square", "box", "block", "tile"), "circle": ("circle", "disc", "ball", "round shape"),
+    "triangle": ("triangle", "triangular shape", "pyramid shape"), "star": ("star", "star shape", "five-pointed star"),
+    "diamond": ("diamond", "rhombus", "diamond shape"), "ring": ("ring", "hoop", "donut shape"),
+    "cross": ("cross", "plus sign", "plus shape"), "hexagon": ("hexagon", "six-sided shape", "hexagonal tile"),
+}
+COLOUR_WORDS: dict[str, tuple[str, ...]] = {
+    "red": ("red", "bright red", "scarlet"), "orange": ("orange",), "yellow": ("yellow", "golden yellow"),
+    "green": ("green", "grass-green"), "cyan": ("cyan", "turquoise"), "blue": ("blue", "deep blue"),
+    "purple": ("purple", "violet"), "pink": ("pink", "rosy pink"),
+}
+TEXTURE_WORDS: dict[str, tuple[str, ...]] = {
+    "solid": ("", "plain", "solid"), "striped": ("striped", "stripy"), "dotted": ("dotted", "polka-dot", "spotted"),
+    "checkered": ("checkered", "checked"),
+}
+BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {
+    "solid": ("plain {c}", "{c}", "flat {c}"), "gradient": ("{c} gradient", "softly shaded {c}", "{c} fading"),
+    "striped": ("{c} striped", "striped {c}"), "noise": ("noisy {c}", "grainy {c}", "speckled {c}"),
+    "checkered": ("{c} checkered", "{c} checkerboard"),
+}
+BACKGROUND_NOUNS = ("background", "backdrop")
+BACKGROUND_PREPOSITIONS = ("over", "on", "against", "in front of")
+SCENE_TEMPLATES = (
+    "{obj} {verb} {bg}",
+    "{obj} {bg} {verb}",
+    "{obj} {gerund} {bg}",
+    "{bg}, {obj} {verb}",
+)
+MOTION_ONLY_TEMPLATES = ("{gerund}", "something {verb}", "an object {gerund}")
+VOWELS = "aeiou"
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+    return str(options[int(rng.integers(len(options)))])
+
+
+def _with_article(phrase: str) -> str:
+    return f"{'an' if phrase[:1] in VOWELS else 'a'} {phrase}"
+
+
+def _caption(rng: np.random.Generator, motion: str, main: ObjectSpec, background: BackgroundSpec,
+             motion_only: bool) -> str:
+    verb, gerund = MOTION_PHRASES[motion][int(rng.integers(len(MOTION_PHRASES[motion])))]
+    if motion_only:
+        return _pick(rng, MOTION_ONLY_TEMPLATES).format(verb=verb, gerund=gerund)
+    words = [_pick(rng, TEXTURE_WORDS[main.texture]), _pick(rng, COLOUR_WORDS[main.colour]),
+             _pick(rng, SHAPE_NOUNS[main.shape])]
+    obj = _with_article(" ".join(word for word in words if word))
+    bg_desc = _pick(rng, BACKGROUND_WORDS[background.kind]).format(c=background.colour)
+    bg = f"{_pick(rng, BACKGROUND_PREPOSITIONS)} {_with_article(bg_desc)} {_pick(rng, BACKGROUND_NOUNS)}"
+    template = _pick(rng, SCENE_TEMPLATES)
+    return template.format(obj=obj, verb=verb, gerund=gerund, bg=bg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _polygon_sdf(u: np.ndarray, v: np.ndarray, sides: int, inradius: float, first_normal_deg: float) -> np.ndarray:
+    """Signed distance (exact inside, a lower bound outside) to a regular polygon, from its edge normals."""
+    angles = np.deg2rad(first_normal_deg + 360.0 / sides * np.arange(sides))
+    d = u * np.cos(angles[0]) + v * np.sin(angles[0])
+    for a in angles[1:]:
+        d = np.maximum(d, u * np.cos(a) + v * np.sin(a))
+    return d - inradius
+
+
+def _box_sdf(u: np.ndarray, v: np.ndarray, half_u: float, half_v: float) -> np.ndarray:
+    return np.maximum(np.abs(u) - half_u, np.abs(v) - half_v)
+
+
+def _star_sdf(u: np.ndarray, v: np.ndarray, points: int = 5, outer: float = 1.0, inner: float = 0.45) -> np.ndarray:
+    """Distance to the edge of a ``points``-pointed star (one point up), folded into one edge's sector."""
+    sector = 2 * math.pi / points
+    radius = np.hypot(u, v)
+    phi = np.mod(np.arctan2(v, u) + math.pi / 2, sector)  # angle from the nearest point, one point facing up (-v)
+    phi = np.abs(phi - sector / 2)  # distance from the sector's middle: mirror onto [0, sector / 2]
+    phi = sector / 2 - phi  # angle from the outer vertex in [0, sector / 2]
+    qx, qy = radius * np.cos(phi), radius * np.sin(phi)
+    ax, ay = outer, 0.0
+    bx, by = inner * math.cos(sector / 2), inner * math.sin(sector / 2)
+    nx, ny = by - ay, ax - bx  # outward normal of edge A -> B
+    norm = math.hypot(nx, ny)
+    return ((qx - ax) * nx + (qy - ay) * ny) / norm
+
+
+# signed distance in object units (radius 1), negative inside; u points right and v down in the object's frame
+SHAPE_SDFS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "square": lambda u, v: _box_sdf(u, v, 0.78, 0.78),
+    "circle": lambda u, v: np.hypot(u, v) - 0.92,
+    "triangle": lambda u, v: _polygon_sdf(u, v, 3, 0.5, 90.0),  # circumradius 1, one vertex up
+    "star": _star_sdf,
+    "diamond": lambda u, v: (np.abs(u) + np.abs(v) - 1.0) / math.sqrt(2.0),
+    "ring": lambda u, v: np.abs(np.hypot(u, v) - 0.7) - 0.24,
+    "cross": lambda u, v: np.minimum(_box_sdf(u, v, 0.95, 0.32), _box_sdf(u, v, 0.32, 0.95)),
+    "hexagon": lambda u, v: _polygon_sdf(u, v, 6, 0.85, 0.0),
+}
+
+
+def _texture_mix(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """Weight in [0, 1] of the dark shade at each pixel (object units), ``None`` for a solid texture."""
+    k = 2 * math.pi / TEXTURE_PERIOD
+    if texture == "striped":
+        return 0.5 + 0.5 * np.tanh(3.0 * np.sin(k * u))
+    if texture == "checkered":
+        return 0.5 + 0.5 * np.tanh(3.0 * np.sin(k * u) * np.sin(k * v))
+    if texture == "dotted":
+        cu = u - TEXTURE_PERIOD * np.round(u / TEXTURE_PERIOD)
+        cv = v - TEXTURE_PERIOD * np.round(v / TEXTURE_PERIOD)
+        return np.clip(0.5 - (np.hypot(cu, cv) - TEXTURE_PERIOD * 0.25) * 12.0, 0.0, 1.0)
+    return None
+
+
+def _trajectory(obj: ObjectSpec, motion: str, rate: float, frames: int) -> tuple[np.ndarray, ...]:
+    """Per-frame centre x, y (pixels), radius (pixels) and angle (radians, clockwise on screen), each ``(t,)``."""
+    steps = np.arange(frames, dtype=np.float64)
+    x, y = np.full(frames, obj.x), np.full(frames, obj.y)
+    radius, angle = np.full(frames, obj.radius), np.full(frames, math.radians(obj.angle))
+    if motion in TRANSLATIONS:
+        dx, dy = TRANSLATIONS[motion]
+        x, y = obj.x + dx * rate * steps, obj.y + dy * rate * steps
+    elif motion == "zoom_in":
+        radius = obj.radius * np.exp(rate * steps)
+    elif motion == "zoom_out":
+        radius = obj.radius * np.exp(-rate * steps)
+    elif motion == "rotate_cw":
+        angle = angle + np.radians(rate) * steps
+    elif motion == "rotate_ccw":
+        angle = angle - np.radians(rate) * steps
+    return x, y, radius, angle
+
+
+def _draw(canvas: np.ndarray, obj: ObjectSpec, motion: str, rate: float, grid: tuple[np.ndarray, np.ndarray]) -> None:
+    """Alpha-blend ``obj`` into ``canvas`` float32 ``(t, h, w, 3)`` in place (t = 1 for a still object).
+
+    Only the box the object covers over all frames is computed, which keeps small objects cheap.
+    """
+    frames, height, width = canvas.shape[:3]
+    trajectory = _trajectory(obj, motion, rate, frames)
+    cx, cy, radius, angle = (a.reshape(frames, 1, 1).astype(np.float32) for a in trajectory)
+    reach = SHAPE_EXTENT * trajectory[2] + 1.0  # pixels from the centre the shape can cover, per frame
+    x0, x1 = int(np.floor((trajectory[0] - reach).min())), int(np.ceil((trajectory[0] + reach).max()))
+    y0, y1 = int(np.floor((trajectory[1] - reach).min())), int(np.ceil((trajectory[1] + reach).max()))
+    x0, x1, y0, y1 = max(0, x0), min(width, x1), max(0, y0), min(height, y1)
+    if x0 >= x1 or y0 >= y1:
+        return
+    ys, xs = grid[0][:, y0:y1, x0:x1], grid[1][:, y0:y1, x0:x1]
+    dx, dy = xs - cx, ys - cy  # (t, h', w'): pixel offsets from the centre, y down
+    cos, sin = np.cos(angle), np.sin(angle)
+    u = (cos * dx + sin * dy) / radius  # rotate by -angle into the object's frame, in object units
+    v = (-sin * dx + cos * dy) / radius
+    alpha = np.clip(0.5 - SHAPE_SDFS[obj.shape](u, v) * radius, 0.0, 1.0)[..., None]  # 1-pixel antialiased edge
+    colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
+    mix = _texture_mix(obj.texture, u, v)
+    paint = colour if mix is None else colour * (1.0 - (1.0 - TEXTURE_SHADE) * mix[..., None])
+    region = canvas[:, y0:y1, x0:x1]
+    region += alpha * (paint - region)
+
+
+def _background(spec: BackgroundSpec, height: int, width: int) -> np.ndarray:
+    """Background float32 ``(h, w, 3)`` in [0, 255]."""
+    base = np.asarray(BACKGROUND_COLOURS[spec.colour], dtype=np.float32)
+    toward_middle = -1.0 if base.mean() > 128 else 1.0  # patterns on very light / dark colours must not clip
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    theta = math.radians(spec.angle)
+    along = xs * math.cos(theta) + ys * math.sin(theta)
+    if spec.kind == "solid":
+        level = np.zeros((height, width), np.float32)
+    elif spec.kind == "gradient":
+        span = abs(width * math.cos(theta)) + abs(height * math.sin(theta))
+        shift = spec.shift if spec.colour == "gray" else toward_middle * abs(spec.shift)
+        level = (along - along.min()) / max(span, 1.0) * shift
+    else:
+        if spec.kind == "striped":
+            pattern = np.tanh(3.0 * np.sin(2 * math.pi * along / spec.period))  # in [-1, 1]
+        elif spec.kind == "checkered":
+            half = spec.period / 2
+            pattern = np.where(np.sin(math.pi * xs / half) * np.sin(math.pi * ys / half) >= 0, 1.0, -1.0)
+        else:  # noise: a smooth random field plus a little grain, about [-1, 1]
+            rng = np.random.default_rng(spec.noise_seed)
+            cells = rng.standard_normal((NOISE_CELLS + 1, NOISE_CELLS + 1)).astype(np.float32)
+            pattern = cv2.resize(cells, (width, height), interpolation=cv2.INTER_CUBIC) * 0.6
+            pattern = pattern + rng.standard_normal((height, width)).astype(np.float32) * NOISE_GRAIN
+        level = toward_middle * (pattern + 1.0) / 2.0 * BACKGROUND_CONTRAST
+    return np.clip(base + level[..., None], 0.0, 255.0).astype(np.float32)
+
+
+def render_scene(scene: Scene, config: SyntheticConfig) -> np.ndarray:
+    """The frames of ``scene`` as uint8 ``(t, h, w, 3)``."""
+    h, w, t = config.height, config.width, config.frames
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5  # pixel centres
+    grid = (ys[None], xs[None])
+    still = _background(scene.background, h, w)[None].copy()
+    for obj in scene.distractors:
+        _draw(still, obj, "still", 0.0, grid)
+    canvas = np.repeat(still, t, axis=0)
+    _draw(canvas, scene.main, scene.motion, scene.rate, grid)
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dataset and writers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticClip:
+    """A rendered clip: uint8 frames ``(t, h, w, 3)`` and its scene (caption, labels)."""
+
+    frames: np.ndarray
+    scene: Scene = field(repr=False)
+
+
+class SyntheticVideoDataset(Dataset):
+    """Generated clips rendered on the fly from their clip id; nothing is stored.
+
+    Sample dict: ``{"video": float32 (3, t, h, w) in [-1, 1], "caption": str, "path": "synthetic://<split>/<id>",
+    "fps": int, "frame_stride": int, "motion": str, "labels": dict}`` (labels: :meth:`Scene.labels`).
+    """
+
+    def __init__(self, config: SyntheticConfig, split: str = "train") -> None:
+        self.config = config
+        self.split = split
+        self.clip_ids = split_clip_ids(config, split)
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def scene(self, index: int) -> Scene:
+        return make_scene(self.config, self.split, int(self.clip_ids[index]))
+
+    def clip(self, index: int) -> SyntheticClip:
+        scene = self.scene(index)
+        return SyntheticClip(render_scene(scene, self.config), scene)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
+        clip = self.clip(index)
+        return {"video": frames_to_video(clip.frames), "caption": clip.scene.caption,
+                "path": clip_path(self.split, clip.scene.clip_id), "fps": self.config.fps,
+                "frame_stride": self.config.frame_stride, "motion": clip.scene.motion, "labels": clip.scene.labels()}
+
+
+def clip_path(split: str, clip_id: int) -> str:
+    return f"synthetic://{split}/{clip_id:08d}"
+
+
+def clip_name(split: str, clip_id: int) -> str:
+    return f"{split}_{clip_id:08d}"
+
+
+LABEL_COLUMNS = ("clip_id", "split", "motion", "shape", "colour", "texture", "background", "background_colour",
+                 "num_distractors", "rate", "motion_only_caption")
+
+
+def write_video_split(config: SyntheticConfig, out_dir: str | os.PathLike, split: str = "train",
+                      progress: bool = True) -> Path:
+    """Write ``split`` as ``out_dir/videos/<split>_<id>.mp4`` plus the generic index ``out_dir/<split>.csv``
+    (columns ``path, caption, fps`` and the labels). Existing videos are kept (they are deterministic), so an
+    interrupted run can simply be repeated. Returns the index path."""
+    dataset = SyntheticVideoDataset(config, split)
+    out_dir = Path(out_dir)
+    rows = []
+    for index in tqdm(range(len(dataset)), desc=f"writing {split} clips", unit="clip", disable=not progress):
+        scene = dataset.scene(index)
+        relative = Path("videos") / f"{clip_name(split, scene.clip_id)}.mp4"
+        if not (out_dir / relative).is_file():
+            save_video(render_scene(scene, config), out_dir / relative, fps=config.fps)
+        rows.append({"path": relative.as_posix(), "caption": scene.caption, "fps": config.fps, **scene.labels()})
+    index_path = write_table(rows, out_dir / f"{split}.csv", ["path", "caption", "fps", *LABEL_COLUMNS])
+    _write_config(config, out_dir / f"{split}_config.json")
+    return index_path
+
+
+PROMPTS_FILE = "test_prompts.txt"
+PROMPT_LABELS_FILE = "labels.jsonl"
+
+
+def write_prompt_images(config: SyntheticConfig, out_dir: str | os.PathLike, split: str = "test",
+                        progress: bool = True) -> Path:
+    """Write the first frame of each clip of ``split`` as ``out_dir/<split>_<id>.png`` and the captions as
+    ``out_dir/test_prompts.txt`` (one per line, in sorted image-name order, the released prompts-folder format),
+    plus ``out_dir/labels.jsonl`` (image name and labels per line, same order). Returns the prompts file path."""
+    dataset = SyntheticVideoDataset(config, split)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index in tqdm(range(len(dataset)), desc=f"writing {split} prompts", unit="image", disable=not progress):
+        clip = dataset.clip(index)
+        name = f"{clip_name(split, clip.scene.clip_id)}.png"
+        with atomic_path(out_dir / name) as tmp:
+            Image.fromarray(clip.frames[0]).save(tmp, format="PNG")
+        entries.append((name, clip.scene))
+    entries.sort(key=lambda entry: entry[0])
+    prompts = out_dir / PROMPTS_FILE
+    with atomic_path(prompts) as tmp:
+        tmp.write_text("".join(f"{scene.caption}\n" for _, scene in entries), encoding="utf-8")
+    with atomic_path(out_dir / PROMPT_LABELS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps({"image": name, "caption": scene.caption, **scene.labels()}) + "\n"
+                               for name, scene in entries), encoding="utf-8")
+    return prompts
+
+
+def _write_config(config: SyntheticConfig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,75 @@
+"""The project's small DynamiCrafter: the same architecture code as the released models at small widths, for
+64 x 64 pixel, 16-frame videos of the generated data set (:mod:`dynamicrafter.data.synthetic`).
+
+Every network mirrors its released counterpart: SD-style KL autoencoder (here f = 4), CLIP-style text and image
+towers (text read at the penultimate block + final LayerNorm, image = all tokens of the last block), the query
+transformer P with per-frame queries, and the 3D U-Net with temporal convolutions, spatial and temporal
+transformers, dual cross-attention with a learnable lambda gate per layer (as in the 256 model), fs embedding and
+eps-prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from dynamicrafter.config import (
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    InferenceDefaults,
+    ModelConfig,
+    ResamplerConfig,
+    ScheduleConfig,
+    UNetConfig,
+    VAEConfig,
+)
+
+FRAMES = 16
+SIZE = 64
+WIDTH = 64  # text width = context width of the U-Net and output width of P
+TOKENS_PER_FRAME = 4  # queries of P per frame
+
+TINY = ModelConfig(
+    name="tiny",
+    unet=UNetConfig(
+        in_channels=8, out_channels=4, model_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1,
+        attention_resolutions=(1, 2, 4), num_head_channels=16, context_dim=WIDTH, dropout=0.0,
+        temporal_length=FRAMES, init_attn_heads=3, image_cross_attention_scale_learnable=True, default_fs=1,
+        image_tokens_per_frame=TOKENS_PER_FRAME, norm_groups=16,
+    ),
+    resampler=ResamplerConfig(dim=WIDTH, depth=2, dim_head=16, heads=4, num_queries=TOKENS_PER_FRAME,
+                              embedding_dim=WIDTH, output_dim=WIDTH, ff_mult=2, video_length=FRAMES),
+    vae=VAEConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, latent_channels=4, norm_groups=8,
+                  scale_factor=1.0),  # the scale factor is measured after the autoencoder is trained
+    text_encoder=CLIPTextConfig(width=WIDTH, layers=3, layers_used=2, heads=4),
+    image_encoder=CLIPVisionConfig(image_size=SIZE, patch_size=8, width=WIDTH, layers=3, heads=4),
+    schedule=ScheduleConfig(parameterization="eps"),
+    defaults=InferenceDefaults(height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=25, eta=1.0,
+                               guidance_scale=7.5, frame_stride=1, frame_stride_range=(1, 3), save_fps=8.0),
+    fs_condition_type="fs",
+)
+
+
+def base_t2v_config(config: ModelConfig = TINY) -> ModelConfig:
+    """The text-to-video base model: same U-Net without the VDG input channels (4 instead of 8)."""
+    return replace(config, unet=replace(config.unet, in_channels=config.unet.out_channels))
+
+
+@dataclass(frozen=True)
+class RecipeBudget:
+    """Optimisation steps and batch sizes of every stage (wall time on a 2-core CPU in the model card)."""
+
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    clip_steps: int = 1200
+    clip_batch: int = 128
+    t2v_steps: int = 3000
+    stage1_steps: int = 600
+    stage2_steps: int = 800
+    stage3_steps: int = 2500
+    video_batch: int = 8
+    image_batch: int = 32
+    lr: float = 2e-4
+    warmup_steps: int = 100
+
+
+DEFAULT_BUDGET = RecipeBudget()

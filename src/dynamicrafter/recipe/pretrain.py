@@ -1,0 +1,161 @@
+"""The recipe's first stages: the small autoencoder and the CLIP-style text / image towers.
+
+* Autoencoder: the KL autoencoder of LDM (``VideoVAE``), trained on frames of the generated clips with an L1 + L2
+  reconstruction loss and a small KL term; afterwards the latent scale factor is set to 1 / std of the latents
+  (LDM's ``scale_by_std``), so the diffusion model sees unit-variance latents like the released models.
+* Text and image towers: trained together contrastively (CLIP's symmetric InfoNCE over pooled embeddings: text at
+  the end-of-text token after the last block + final LayerNorm, image at the class token after ``ln_post``, each with
+  a linear projection), on first frames and scene captions, so that the image tokens are text-aligned. The heads
+  are only needed for this objective; DynamiCrafter reads the text at the penultimate block and all image tokens
+  of the last block.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from dynamicrafter.config import CLIPTextConfig
+from dynamicrafter.data import synthetic as syn
+from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder
+from dynamicrafter.models.tokenizer import get_tokenizer
+from dynamicrafter.models.vae import LOGVAR_RANGE, VideoVAE
+from dynamicrafter.recipe import loop
+
+KL_WEIGHT = 1e-4  # per latent element, relative to the per-pixel reconstruction loss
+
+
+def frame_batch(dataset: syn.SyntheticVideoDataset, num_frames: int, generator: torch.Generator,
+                frames_per_clip: int = 4) -> torch.Tensor:
+    """Random frames of random clips: (num_frames, 3, H, W) in [-1, 1]."""
+    clips = math.ceil(num_frames / frames_per_clip)
+    ids = torch.randint(len(dataset), (clips,), generator=generator).tolist()
+    out = []
+    for index in ids:
+        frames = dataset.clip(index).frames  # (t, h, w, 3) uint8
+        pick = torch.randint(frames.shape[0], (frames_per_clip,), generator=generator).tolist()
+        out.append(torch.from_numpy(frames[pick]))
+    x = torch.cat(out)[:num_frames].permute(0, 3, 1, 2).float()  # (n, 3, h, w)
+    return x / 127.5 - 1.0
+
+
+def train_autoencoder(vae: VideoVAE, dataset: syn.SyntheticVideoDataset, steps: int, batch: int, lr: float,
+                      state_path: Path, seed: int = 0) -> dict[str, float]:
+    ae = vae.autoencoder.train()
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=lr, weight_decay=0.0)
+
+    def step(i: int, generator: torch.Generator) -> dict[str, float]:
+        x = frame_batch(dataset, batch, generator)
+        moments = ae.quant_conv(ae.encoder(x))
+        mean, logvar = moments.chunk(2, dim=1)
+        logvar = logvar.clamp(*LOGVAR_RANGE)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+        recon = ae.decoder(ae.post_quant_conv(z))
+        rec = (recon - x).abs().mean() + (recon - x).square().mean()
+        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+        loss = rec + KL_WEIGHT * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), "kl": kl.item()}
+
+    result = loop.run("autoencoder", {"vae": ae}, optimizer, step, steps, state_path, seed)
+    ae.eval()
+    return result
+
+
+@torch.no_grad()
+def latent_std_and_psnr(vae: VideoVAE, dataset: syn.SyntheticVideoDataset, frames: int = 256,
+                        seed: int = 123) -> tuple[float, float]:
+    """Std of the (unscaled) posterior means over random frames, and the reconstruction PSNR (dB) of the means."""
+    x = frame_batch(dataset, frames, torch.Generator().manual_seed(seed))
+    ae = vae.autoencoder.eval()
+    mean = ae.quant_conv(ae.encoder(x)).chunk(2, dim=1)[0]
+    recon = ae.decoder(ae.post_quant_conv(mean)).clamp(-1, 1)
+    mse = ((recon - x) / 2).square().mean().item()
+    return mean.std().item(), 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def scene_caption(scene: syn.Scene, rng: np.random.Generator) -> str:
+    """A caption naming the object and the background only (what a single frame shows)."""
+    main, bg = scene.main, scene.background
+    words = [syn._pick(rng, syn.TEXTURE_WORDS[main.texture]), syn._pick(rng, syn.COLOUR_WORDS[main.colour]),
+             syn._pick(rng, syn.SHAPE_NOUNS[main.shape])]
+    obj = syn._with_article(" ".join(w for w in words if w))
+    background = syn._pick(rng, syn.BACKGROUND_WORDS[bg.kind]).format(c=bg.colour)
+    return f"{obj} {syn._pick(rng, syn.BACKGROUND_PREPOSITIONS)} {syn._with_article(background)} background"
+
+
+def full_text_tower(config: CLIPTextConfig) -> nn.Module:
+    """The text tower with all ``layers`` blocks (the released file has 24, of which DynamiCrafter reads 23)."""
+    hf = transformers.CLIPTextConfig(
+        vocab_size=config.vocab_size, hidden_size=config.width, num_hidden_layers=config.layers,
+        intermediate_size=int(config.width * config.mlp_ratio), num_attention_heads=config.heads,
+        max_position_embeddings=config.context_length, hidden_act="gelu", layer_norm_eps=1e-5,
+        eos_token_id=get_tokenizer().eot_id,
+    )
+    return transformers.CLIPTextModel(hf)
+
+
+def copy_used_text_layers(full: nn.Module, text: CLIPTextEncoder) -> None:
+    """Embeddings, the first ``layers_used`` blocks and the final LayerNorm of ``full`` into ``text``."""
+    inner = getattr(full, "text_model", full)
+    state = {k: v for k, v in inner.state_dict().items()
+             if not (k.startswith("encoder.layers.") and int(k.split(".")[2]) >= text.config.layers_used)}
+    text.transformer.load_state_dict(state, strict=True)
+
+
+class ContrastiveHeads(nn.Module):
+    """CLIP's projections and temperature, used only while training the towers."""
+
+    def __init__(self, text_width: int, image_width: int, embed_dim: int):
+        super().__init__()
+        self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
+        self.image_projection = nn.Linear(image_width, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: syn.SyntheticVideoDataset,
+                      steps: int, batch: int, lr: float, state_path: Path, seed: int = 0) -> dict[str, float]:
+    """Contrastive training of the text and image towers on (first frame, scene caption) pairs."""
+    full_text = full_text_tower(text.config).train()
+    image.train()
+    heads = ContrastiveHeads(text.config.width, image.config.width, text.config.width)
+    params = [*full_text.parameters(), *image.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    tokenizer = get_tokenizer()
+
+    def step(i: int, generator: torch.Generator) -> dict[str, float]:
+        ids = torch.randint(len(dataset), (batch,), generator=generator).tolist()
+        rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
+        clips = [dataset.clip(index) for index in ids]
+        frame = torch.randint(16, (1,), generator=generator).item()
+        pixels = torch.stack([torch.from_numpy(c.frames[min(frame, len(c.frames) - 1)]) for c in clips])
+        pixels = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (b, 3, h, w) in [-1, 1]
+        tokens = tokenizer([scene_caption(c.scene, rng) for c in clips])
+        text_features = heads.text_projection(full_text(input_ids=tokens).pooler_output)
+        image_features = heads.image_projection(image.transformer(pixel_values=image.preprocess(pixels)).pooler_output)
+        text_features = F.normalize(text_features, dim=-1)
+        image_features = F.normalize(image_features, dim=-1)
+        logits = heads.logit_scale.exp().clamp(max=100) * image_features @ text_features.t()  # (b, b)
+        # identical captions are frequent in a small synthetic world: only distinct pairs count as negatives
+        labels = torch.arange(batch)
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+        return {"loss": loss.item(), "accuracy": accuracy}
+
+    result = loop.run("clip towers", {"text": full_text, "image": image, "heads": heads}, optimizer, step, steps,
+                      state_path, seed)
+    copy_used_text_layers(full_text, text)
+    text.eval()
+    image.eval()
+    return result

@@ -1,0 +1,278 @@
+"""The generated captioned video data set: determinism, real motion, captions, splits, writers."""
+
+import json
+import re
+import time
+from collections import defaultdict
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from dynamicrafter.cli import main
+from dynamicrafter.data.index import read_table
+from dynamicrafter.data.synthetic import (
+    COLOUR_WORDS,
+    COLOURS,
+    MOTION_PHRASES,
+    MOTIONS,
+    SHAPE_NOUNS,
+    SHAPES,
+    Motion,
+    SyntheticConfig,
+    SyntheticVideoDataset,
+    make_scene,
+    render_scene,
+    split_clip_ids,
+    write_prompt_images,
+    write_video_split,
+)
+from dynamicrafter.data.video import VideoClipDataset, VideoDataConfig
+from dynamicrafter.errors import ConfigError
+
+SATURATION_THRESHOLD = 60  # backgrounds are neutral (max - min channel <= ~50); object colours are saturated
+
+
+def object_mask(frames: np.ndarray) -> np.ndarray:
+    """Boolean ``(t, h, w)``: pixels of a saturated colour (the objects)."""
+    frames = frames.astype(np.int16)
+    return frames.max(axis=-1) - frames.min(axis=-1) > SATURATION_THRESHOLD
+
+
+def clips_with(motion: str, count: int = 3, **kwargs) -> list:
+    config = SyntheticConfig(num_clips=400, max_distractors=0, **kwargs)
+    dataset = SyntheticVideoDataset(config)
+    found = [i for i in range(len(dataset)) if dataset.scene(i).motion == motion][:count]
+    assert len(found) == count
+    return [dataset.clip(i) for i in found]
+
+
+def test_motions_are_exported():
+    assert MOTIONS == ("left", "right", "up", "down", "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw", "still")
+    assert Motion.ZOOM_IN == "zoom_in" and set(MOTION_PHRASES) == set(MOTIONS)
+
+
+def test_sample_format():
+    dataset = SyntheticVideoDataset(SyntheticConfig(num_clips=5, seed=3))
+    sample = dataset[0]
+    assert set(sample) == {"video", "caption", "path", "fps", "frame_stride", "motion", "labels"}
+    video = sample["video"]
+    assert video.dtype == torch.float32 and tuple(video.shape) == (3, 16, 64, 64)
+    assert video.min() >= -1 and video.max() <= 1
+    assert sample["motion"] in MOTIONS and sample["labels"]["motion"] == sample["motion"]
+    assert sample["labels"]["shape"] in SHAPES and sample["labels"]["colour"] in COLOURS
+    assert sample["path"].startswith("synthetic://train/") and (sample["fps"], sample["frame_stride"]) == (8, 1)
+    batch = next(iter(DataLoader(dataset, batch_size=4)))
+    assert tuple(batch["video"].shape) == (4, 3, 16, 64, 64) and len(batch["labels"]["motion"]) == 4
+    small = SyntheticVideoDataset(SyntheticConfig(num_clips=1, frames=8, height=32, width=48))[0]["video"]
+    assert tuple(small.shape) == (3, 8, 32, 48)
+
+
+def test_deterministic_by_seed():
+    a, b = (SyntheticVideoDataset(SyntheticConfig(num_clips=6, seed=1)) for _ in range(2))
+    other = SyntheticVideoDataset(SyntheticConfig(num_clips=6, seed=2))
+    for i in range(6):
+        assert torch.equal(a[i]["video"], b[i]["video"]) and a[i]["caption"] == b[i]["caption"]
+    assert not all(torch.equal(a[i]["video"], other[i]["video"]) for i in range(6))
+    assert [a[i]["caption"] for i in range(6)] != [other[i]["caption"] for i in range(6)]
+    # a clip does not depend on how many clips the data set has
+    bigger = SyntheticVideoDataset(SyntheticConfig(num_clips=50, seed=1))
+    assert torch.equal(bigger[5]["video"], a[5]["video"])
+
+
+def test_rendering_is_fast():
+    dataset = SyntheticVideoDataset(SyntheticConfig(num_clips=40))
+    dataset[0]
+    start = time.perf_counter()
+    for i in range(40):
+        dataset[i]
+    assert (time.perf_counter() - start) / 40 < 0.05  # typically ~5 ms for 16x64x64 on one CPU core
+
+
+@pytest.mark.parametrize("motion,axis,sign", [("left", 1, -1), ("right", 1, 1), ("up", 0, -1), ("down", 0, 1)])
+def test_translations_move_the_main_object(motion, axis, sign):
+    for clip in clips_with(motion):
+        mask = object_mask(clip.frames)
+        centroids = np.array([np.argwhere(m).mean(axis=0) for m in mask])  # (t, [y, x])
+        expected = clip.scene.rate * (len(mask) - 1)
+        assert sign * (centroids[-1, axis] - centroids[0, axis]) == pytest.approx(expected, abs=1.5)
+        assert abs(centroids[-1, 1 - axis] - centroids[0, 1 - axis]) < 1.0
+        assert np.all(sign * np.diff(centroids[:, axis]) > 0)
+
+
+@pytest.mark.parametrize("motion", ["zoom_in", "zoom_out"])
+def test_zoom_changes_the_size(motion):
+    for clip in clips_with(motion):
+        areas = object_mask(clip.frames).sum(axis=(1, 2)).astype(float)
+        growth = areas[-1] / areas[0]
+        assert growth > 1.5 if motion == "zoom_in" else growth < 1 / 1.5
+        assert np.all(np.diff(areas) > 0) if motion == "zoom_in" else np.all(np.diff(areas) < 0)
+
+
+def rotation_error(frames: np.ndarray, centre: tuple[float, float], degrees: float, step: int) -> float:
+    """Mean abs difference between frame ``step`` and frame 0 rotated clockwise (on screen) by ``degrees``."""
+    h, w = frames.shape[1:3]
+    matrix = cv2.getRotationMatrix2D((centre[1], centre[0]), -degrees, 1.0)  # OpenCV: positive = counter-clockwise
+    rotated = cv2.warpAffine(frames[0], matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    mask = object_mask(frames[step: step + 1])[0] | object_mask(frames[:1])[0]
+    return float(np.abs(rotated.astype(int) - frames[step].astype(int))[mask].mean())
+
+
+@pytest.mark.parametrize("motion", ["rotate_cw", "rotate_ccw"])
+def test_rotation_direction(motion):
+    step = 3
+    for clip in clips_with(motion):
+        mask = object_mask(clip.frames)
+        centre = tuple(np.argwhere(mask[0]).mean(axis=0))
+        assert np.abs(np.argwhere(mask[-1]).mean(axis=0) - centre).max() < 1.0  # rotates in place
+        degrees = clip.scene.rate * step
+        clockwise, counter = rotation_error(clip.frames, centre, degrees, step), \
+            rotation_error(clip.frames, centre, -degrees, step)
+        assert (clockwise < counter) == (motion == "rotate_cw"), (clockwise, counter, clip.scene.main)
+
+
+def test_still_is_still():
+    for clip in clips_with("still"):
+        assert all(np.array_equal(clip.frames[0], f) for f in clip.frames[1:])
+    for clip in clips_with("left", count=1):
+        assert not np.array_equal(clip.frames[0], clip.frames[-1])
+
+
+def test_main_object_is_the_largest():
+    config = SyntheticConfig(num_clips=200, max_distractors=2)
+    for i in range(200):
+        scene = make_scene(config, "train", i)
+        final = scene.main.radius * (np.exp(scene.rate * (config.frames - 1)) if scene.motion == "zoom_in" else 1)
+        assert all(d.radius < final for d in scene.distractors)
+        assert all(d.colour != scene.main.colour for d in scene.distractors)
+
+
+def test_caption_variety_and_content():
+    config = SyntheticConfig(num_clips=600, motion_only_fraction=0.2)
+    dataset = SyntheticVideoDataset(config)
+    phrasings: dict[str, set[str]] = defaultdict(set)
+    motion_only = 0
+    for i in range(len(dataset)):
+        scene = dataset.scene(i)
+        caption = scene.caption
+        used = [verb for verb, gerund in MOTION_PHRASES[scene.motion] if verb in caption or gerund in caption]
+        assert used, caption
+        phrasings[scene.motion].add(used[0])
+        if scene.motion_only_caption:
+            motion_only += 1
+            assert not any(colour in caption for colour in COLOURS), caption
+        else:
+            assert scene.background.colour in caption and ("background" in caption or "backdrop" in caption)
+    assert all(len(phrasings[m]) >= 4 for m in MOTIONS), {m: len(p) for m, p in phrasings.items()}
+    assert motion_only / len(dataset) == pytest.approx(0.2, abs=0.06)
+    assert len({dataset.scene(i).caption for i in range(len(dataset))}) > 0.9 * len(dataset)
+
+
+def test_captions_name_the_colour_and_a_shape_synonym():
+    config = SyntheticConfig(num_clips=100, motion_only_fraction=0.0)
+    nouns_seen: dict[str, set[str]] = defaultdict(set)
+    for i in range(100):
+        scene = make_scene(config, "train", i)
+        assert any(word in scene.caption for word in COLOUR_WORDS[scene.main.colour]), scene.caption
+        assert any(noun in scene.caption for noun in SHAPE_NOUNS[scene.main.shape]), scene.caption
+        assert re.match(r"^(an? |over |on |against |in front of )", scene.caption), scene.caption
+        nouns_seen[scene.main.shape].update(n for n in SHAPE_NOUNS[scene.main.shape] if n in scene.caption)
+    assert len(nouns_seen["square"]) >= 2 and len(set().union(*nouns_seen.values())) >= 15
+
+
+def test_splits_are_disjoint_and_deterministic():
+    config = SyntheticConfig(num_clips=300, held_out_fraction=0.2, seed=5)
+    train, test = split_clip_ids(config, "train"), split_clip_ids(config, "test")
+    assert len(train) == len(test) == 300 and not set(train.tolist()) & set(test.tolist())
+    assert np.array_equal(train, split_clip_ids(config, "train"))
+    assert 0.1 < 300 / test.max() < 0.3  # about held_out_fraction of the id space is held out
+    small = split_clip_ids(SyntheticConfig(num_clips=20, held_out_fraction=0.2, seed=5), "test")
+    assert np.array_equal(small, test[:20])
+    with pytest.raises(ConfigError, match="held_out_fraction"):
+        split_clip_ids(SyntheticConfig(num_clips=3, held_out_fraction=0.0), "test")
+
+
+def test_held_out_combinations():
+    combos = (("star", "green"), ("square", "red"))
+    config = SyntheticConfig(num_clips=300, held_out_combos=combos)
+    train = SyntheticVideoDataset(config, "train")
+    test = SyntheticVideoDataset(config, "test")
+    for dataset in (train, test):
+        assert all((s.main.shape, s.main.colour) not in combos for s in map(dataset.scene, range(len(dataset))))
+    novel = SyntheticVideoDataset(SyntheticConfig(num_clips=30, held_out_combos=combos), "novel")
+    assert {(novel.scene(i).main.shape, novel.scene(i).main.colour) for i in range(30)} == set(combos)
+    assert novel[0]["path"].startswith("synthetic://novel/")
+    with pytest.raises(ConfigError, match="held_out_combos"):
+        SyntheticVideoDataset(SyntheticConfig(num_clips=3), "novel")
+    with pytest.raises(ConfigError, match="not a known"):
+        SyntheticConfig(held_out_combos=(("blob", "red"),))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="ambiguous"):
+        SyntheticConfig(rotation_speed_range=(10.0, 40.0))
+    with pytest.raises(ConfigError, match="motions"):
+        SyntheticConfig(motions=("left", "jump"))
+    only_left = SyntheticVideoDataset(SyntheticConfig(num_clips=10, motions=("left",)))
+    assert {only_left.scene(i).motion for i in range(10)} == {"left"}
+
+
+def test_writer_round_trip_through_the_video_dataset(tmp_path):
+    config = SyntheticConfig(num_clips=3, seed=4)
+    index = write_video_split(config, tmp_path, "train", progress=False)
+    rows = read_table(index)
+    assert [r["caption"] for r in rows] == [SyntheticVideoDataset(config)[i]["caption"] for i in range(3)]
+    assert {"path", "caption", "fps", "motion", "shape", "colour", "background"} <= set(rows[0])
+    memory = SyntheticVideoDataset(config)
+    videos = VideoClipDataset(VideoDataConfig(index=str(index), video_length=16, frame_stride=1, random_fs=False,
+                                              resolution=(64, 64)))
+    for i in range(3):
+        from_disk, rendered = videos[i], memory[i]
+        assert from_disk["caption"] == rendered["caption"] and from_disk["fps"] == config.fps
+        assert from_disk["frame_stride"] == 1 and from_disk["video"].shape == rendered["video"].shape
+        assert (from_disk["video"] - rendered["video"]).abs().mean() < 0.03  # H.264 crf 10
+    assert videos.skipped_count == 0
+    mtime = (tmp_path / rows[0]["path"]).stat().st_mtime_ns
+    write_video_split(config, tmp_path, "train", progress=False)  # re-run: existing videos are kept
+    assert (tmp_path / rows[0]["path"]).stat().st_mtime_ns == mtime
+    assert json.loads((tmp_path / "train_config.json").read_text())["seed"] == 4
+
+
+def test_prompt_images_in_the_released_format(tmp_path):
+    config = SyntheticConfig(num_clips=4, seed=2)
+    prompts = write_prompt_images(config, tmp_path, "test", progress=False)
+    images = sorted(p.name for p in tmp_path.glob("*.png"))
+    lines = prompts.read_text().splitlines()
+    labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert prompts.name == "test_prompts.txt" and len(images) == len(lines) == 4
+    assert [entry["image"] for entry in labels] == images and [entry["caption"] for entry in labels] == lines
+    dataset = SyntheticVideoDataset(config, "test")
+    by_name = {f"test_{dataset.scene(i).clip_id:08d}.png": dataset.clip(i) for i in range(4)}
+    for name, line in zip(images, lines):
+        assert by_name[name].scene.caption == line
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), by_name[name].frames[0])
+
+
+def test_synth_cli(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--num-clips", "2", "--seed", "1", "--split", "test", "--size", "32x48",
+                 "--frames", "6"]) == 0
+    rows = read_table(out / "test.csv")
+    assert len(rows) == 2 and all((out / r["path"]).is_file() for r in rows)
+    assert len((out / "test_prompts" / "test_prompts.txt").read_text().splitlines()) == 2
+    assert "2 test clips (32x48, 6 frames)" in capsys.readouterr().out
+    assert main(["synth", str(out), "--num-clips", "1", "--size", "big"]) == 2
+    assert "--size" in capsys.readouterr().err
+    for command in ("synth", "annotate"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0 and "examples:" in capsys.readouterr().out
+
+
+def test_render_scene_is_pure():
+    config = SyntheticConfig(num_clips=1)
+    scene = make_scene(config, "train", 0)
+    assert np.array_equal(render_scene(scene, config), render_scene(scene, config))
