@@ -276,3 +276,20 @@ def test_render_scene_is_pure():
     config = SyntheticConfig(num_clips=1)
     scene = make_scene(config, "train", 0)
     assert np.array_equal(render_scene(scene, config), render_scene(scene, config))
+
+
+def test_per_clip_frame_strides_scale_the_motion():
+    from dynamicrafter.data.synthetic import SyntheticConfig, SyntheticVideoDataset, make_scene
+
+    base = SyntheticConfig(num_clips=300, seed=3, speed_range=(0.006, 0.013), motions=("left", "right", "up", "down"))
+    strided = SyntheticConfig(num_clips=300, seed=3, speed_range=(0.006, 0.013), motions=("left", "right", "up", "down"),
+                              frame_strides=(1, 2, 3), rotation_speed_range=(3.0, 8.0))
+    rates = {1: [], 2: [], 3: []}
+    for clip_id in range(300):
+        scene = make_scene(strided, "train", clip_id)
+        rates[scene.frame_stride].append(scene.rate)
+        assert make_scene(base, "train", clip_id).frame_stride == 1
+    assert all(len(v) > 50 for v in rates.values())
+    assert np.mean(rates[1]) < np.mean(rates[2]) < np.mean(rates[3])
+    sample = SyntheticVideoDataset(strided, "train")[0]
+    assert sample["frame_stride"] == sample["labels"]["frame_stride"] and sample["fps"] == 8 // sample["frame_stride"]

@@ -32,10 +32,12 @@ not, and torchvision cannot be installed beside the local torch build)::
     # a checkout of the original code OUTSIDE this repository, e.g. from a bare mirror:
     git -C MIRROR ls-tree -r --name-only HEAD | grep -E '\\.(py|yaml)$' | while read f; do
         mkdir -p /tmp/dc_orig/$(dirname $f); git -C MIRROR show HEAD:$f > /tmp/dc_orig/$f; done
-    python tools/compare_reference.py --original /tmp/dc_orig [--write-golden tests/data/golden]
+    git -C MIRROR rev-parse HEAD > /tmp/dc_orig/.git_commit   # optional: recorded in the fixtures' manifest
+    python tools/compare_reference.py --original /tmp/dc_orig [--write-golden tests/data/golden] [--quick]
 
-open_clip must be 2.x (<= 2.23): from 2.24 its transformer is batch-first and the original text/image code, which
-permutes to sequence-first itself, would compute something else. kornia 0.7.0 (the release's era) and 0.9.0 give
+open_clip must be older than 2.26: from 2.26 its transformer is batch-first and the original text/image code, which
+permutes to sequence-first itself, would compute something else (2.22.0 is the pinned version, 2.24.0 is still
+sequence-first). kornia 0.7.0 (the release's era) and 0.9.0 give
 bit-identical resizes. torchvision is replaced by an import-only stub package that :func:`write_torchvision_stub`
 writes to a temporary folder (``--stub-dir`` to choose it) and puts on ``sys.path``: the original modules and
 open_clip import ``torchvision.utils.make_grid``, ``torchvision.transforms`` (classes, ``InterpolationMode``,
@@ -61,7 +63,6 @@ import os
 import sys
 import tempfile
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -82,21 +83,25 @@ PROMPTS = ["a brown bear is walking in a zoo enclosure, some rocks around", "",
 # ~50 strings for the tokenizer: unicode, punctuation, numbers, html entities, contractions, long text.
 TOKENIZER_STRINGS = [
     "", " ", "a", "A cat.", "a brown bear is walking in a zoo enclosure, some rocks around",
-    "Hello, World!!!", "it's, don't, we'll, they've, I'm, you're, he'd", "IT'S DON'T WE'LL", "3.14159 and 42 and 1,000,000",
-    "2024-01-15T12:30:00Z", "phone: +1 (555) 012-3456", "e-mail: someone@example.com", "https://example.com/a?b=c&d=e#f",
-    "&amp; &lt;tag&gt; &quot;quoted&quot; &#39;apos&#39; &amp;amp;", "caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber",
-    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8", "\u4e2d\u6587\u6d4b\u8bd5\u53e5\u5b50", "\ud55c\uad6d\uc5b4 \ubb38\uc7a5",
-    "\u0420\u0443\u0441\u0441\u043a\u0438\u0439 \u0442\u0435\u043a\u0441\u0442", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
+    "Hello, World!!!", "it's, don't, we'll, they've, I'm, you're, he'd", "IT'S DON'T WE'LL",
+    "3.14159 and 42 and 1,000,000", "2024-01-15T12:30:00Z", "phone: +1 (555) 012-3456", "e-mail: someone@example.com",
+    "https://example.com/a?b=c&d=e#f", "&amp; &lt;tag&gt; &quot;quoted&quot; &#39;apos&#39; &amp;amp;",
+    "caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber", "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8",
+    "\u4e2d\u6587\u6d4b\u8bd5\u53e5\u5b50", "\ud55c\uad6d\uc5b4 \ubb38\uc7a5",
+    "\u0420\u0443\u0441\u0441\u043a\u0438\u0439 \u0442\u0435\u043a\u0441\u0442",
+    "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
     "emoji \U0001f600\U0001f680\U0001f44d\U0001f3fd and \u2764\ufe0f", "tabs\tand\nnewlines\r\n  and   spaces   ",
     "   leading and trailing   ", "MiXeD CaSe WoRdS", "snake_case_words and camelCaseWords", "hyphen-ated words-here",
-    "quotes \u201csmart\u201d \u2018single\u2019 and \"plain\"", "math: x^2 + y^2 = z^2; a/b*c", "$100 \u20ac50 \u00a330 \u00a5",
+    "quotes \u201csmart\u201d \u2018single\u2019 and \"plain\"", "math: x^2 + y^2 = z^2; a/b*c",
+    "$100 \u20ac50 \u00a330 \u00a5",
     "ellipsis... and \u2026 and --- dashes \u2014 \u2013", "<start_of_text> literal <end_of_text>", "####$$$$%%%%",
     "a" * 300, "word " * 100, "repeated repeated repeated", "mojibake: caf\u00c3\u00a9 \u00e2\u0080\u0099",
     "full\uff37\uff49\uff44\uff54\uff48 \uff11\uff12\uff13", "combining e\u0301 a\u0300", "zero\u200bwidth\u200djoiner",
     "numbers 0 1 2 3 4 5 6 7 8 9 10 11 12 100 1000", "C++ and C# and .NET", "don\u2019t stop (smart apostrophe)",
     "A photo of a dog, 4k, ultra-detailed, trending on artstation",
     "man fishing in a boat at sunset", "a girl with long hair, wind blowing, cinematic lighting, slow motion",
-    "Dragon flying over a medieval castle! Fire breathing, epic scene; 8K.", "html <b>bold</b> <i>italic</i> &nbsp;text",
+    "Dragon flying over a medieval castle! Fire breathing, epic scene; 8K.",
+    "html <b>bold</b> <i>italic</i> &nbsp;text",
     "\u00bfQu\u00e9 tal? \u00a1Muy bien!", "Stra\u00dfe GROSS \u00df \u1e9e", "\u0130stanbul \u0131 i\u0307",
     " ".join(f"token{i}" for i in range(120)),
 ]
@@ -261,7 +266,7 @@ class Reference:
         self.inference = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(self.inference)
         self.version = importlib.metadata.version("open_clip_torch")
-        if int(self.version.split(".")[0]) >= 3 or tuple(map(int, self.version.split(".")[:2])) >= (2, 24):
+        if tuple(map(int, self.version.split(".")[:2])) >= (2, 26):
             raise SystemExit(f"open_clip_torch {self.version} is batch-first; install open_clip_torch==2.22.0")
 
         def register_buffer(sampler, name, attr):  # the original moves every tensor to CUDA
@@ -274,6 +279,7 @@ class Reference:
         # Generators used where noise must be shared with our side (None: the original's own global-RNG draws).
         self.posterior_generator: torch.Generator | None = None
         self.step_generator: torch.Generator | None = None
+        self.posterior_mean = False  # VAE encoding returns the posterior mean (our sample_posterior=False)
         self._patch_noise()
 
     def _small_clip(self, arch, device=None, pretrained=None, **kwargs):
@@ -287,7 +293,9 @@ class Reference:
         original_sample = self.distributions.DiagonalGaussianDistribution.sample
 
         def sample(dist, noise=None):
-            if noise is None and ref.posterior_generator is not None:
+            if noise is None and ref.posterior_mean:
+                noise = torch.zeros_like(dist.mean)
+            elif noise is None and ref.posterior_generator is not None:
                 noise = torch.randn(dist.mean.shape, generator=ref.posterior_generator)
             return original_sample(dist, noise)
 
@@ -303,10 +311,11 @@ class Reference:
         self.ddim_multicond.noise_like = noise_like
 
     @contextlib.contextmanager
-    def shared_noise(self, seed: int, skip: tuple[int, ...] | None = None):
+    def shared_noise(self, seed: int, skip: tuple[int, ...] | None = None, posterior_mean: bool = False):
         """Draw the VAE posterior noise and the DDIM step noise as our pipeline does with
         ``torch.Generator().manual_seed(seed)``: the posterior first (``skip`` = shape of our posterior draw, after
-        which the step noise continues), then one draw per step."""
+        which the step noise continues), then one draw per step. ``posterior_mean``: no posterior noise at all."""
+        self.posterior_mean = posterior_mean
         self.posterior_generator = torch.Generator().manual_seed(seed)
         self.step_generator = torch.Generator().manual_seed(seed)
         if skip is not None:
@@ -315,6 +324,7 @@ class Reference:
             yield
         finally:
             self.posterior_generator = self.step_generator = None
+            self.posterior_mean = False
 
     # -- models ----------------------------------------------------------------------------------------------------
 
@@ -386,8 +396,16 @@ def official_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def parity_config(style: str):
     """Our ModelConfig mirroring :meth:`Reference.model_config` (the original hard-codes 32 GroupNorm groups,
     8 heads in ``init_attn``, 77 text tokens and 16 image tokens per frame, and resizes to 224 for CLIP)."""
-    from dynamicrafter.config import (CLIPTextConfig, CLIPVisionConfig, InferenceDefaults, ModelConfig,
-                                      ResamplerConfig, ScheduleConfig, UNetConfig, VAEConfig)
+    from dynamicrafter.config import (
+        CLIPTextConfig,
+        CLIPVisionConfig,
+        InferenceDefaults,
+        ModelConfig,
+        ResamplerConfig,
+        ScheduleConfig,
+        UNetConfig,
+        VAEConfig,
+    )
 
     v = style == "512"
     return ModelConfig(
@@ -562,7 +580,9 @@ class Parity:
                 out = ours.unet(torch.cat([x, vdg], dim=1), t, ctx, fs)
                 self.report.add(f"unet_{style}_{layout}_ctx{n_ctx}", out, ref, 1e-5)
                 if layout == "split":
-                    self.keep(f"unet_{style}", f"U-Net forward, {style}-style ({'learnable alpha gates' if style == '256' else 'fixed image scale'}), context 77+16*T (per-frame split), fs given",
+                    gates = "learnable alpha gates" if style == "256" else "fixed image scale"
+                    self.keep(f"unet_{style}", f"U-Net forward, {style}-style ({gates}), context 77+16*T "
+                              "(per-frame split), fs given",
                               {"x": x, "vdg_frame": frame, "t": t, "context": ctx, "fs": fs, "out": ref}, style=style)
                 else:
                     self.keep(f"unet_{style}_repeat", f"U-Net forward, {style}-style, same x / vdg / t / fs as "
@@ -596,7 +616,8 @@ class Parity:
         unknown = sorted(ours - released)
         self.report.exact("original_names_are_released_names", not unknown,
                           f"{len(ours)} name patterns vs {keys_file.name} ({len(released)}); released patterns absent "
-                          f"from the small model: {len(released - ours)}" + (f"; unknown: {unknown[:5]}" if unknown else ""))
+                          f"from the small model: {len(released - ours)}"
+                          + (f"; unknown: {unknown[:5]}" if unknown else ""))
 
     # -- b. P ------------------------------------------------------------------------------------------------------
 
@@ -737,6 +758,13 @@ class Parity:
                 f"{'_imgcfg' if image_scale is not None else ''}")
         self.report.add(name, out, ref, 1e-4 if eta == 0 else 1e-3,
                         f"cfg 7.5, rescale {d.guidance_rescale}" + (f", img cfg {image_scale}" if image_scale else ""))
+        if d.guidance_rescale > 0 and eta == 0 and image_scale is None:  # control: the rescale matters
+            unrescaled = pipe(prompt_embeds=text, negative_prompt_embeds=uc_text, image_embeds=img_emb,
+                              image_latents=vdg, latents=x_T.clone(), num_frames=T, height=2 * h, width=2 * w,
+                              num_inference_steps=steps, guidance_scale=7.5, guidance_rescale=0.0,
+                              frame_stride=d.frame_stride, eta=0.0, timestep_spacing=d.timestep_spacing,
+                              output_type="latent").frames
+            self.report.control(f"control_{name}_without_rescale", unrescaled, ref)
         if keep:
             self.keep(keep, f"DDIM {steps} steps, eta {eta:g}, CFG 7.5, {d.timestep_spacing} spacing, guidance "
                       f"rescale {d.guidance_rescale}" + (f", image CFG {image_scale}" if image_scale else "")
@@ -751,13 +779,18 @@ class Parity:
     # -- end to end: the released image_guided_synthesis vs our pipeline from a prompt and an image ----------------
 
     @torch.no_grad()
-    def end_to_end(self, style: str, eta: float, steps: int, image_scale: float | None = None) -> None:
+    def end_to_end(self, style: str, eta: float, steps: int, image_scale: float | None = None,
+                   interp: bool = False) -> None:
+        """``interp``: frame interpolation (first and last frame latents in the VDG input, the released ``--interp``
+        path); the VAE posterior mean is used on both sides there, since the original encodes all T frames and
+        the posterior noise of frame T-1 cannot be aligned with our two-frame draw."""
         from dynamicrafter.pipeline import DynamiCrafterPipeline
 
         orig, ours = self.original[style], self.ours[style]
         d = ours.config.defaults
         h = w = LATENT
         image = synthetic_image(2 * h, 2 * w, self.seed + 30)[0]
+        end_image = synthetic_image(2 * h, 2 * w, self.seed + 31)[0] if interp else None
         prompt = PROMPTS[0]
         x_T = torch.randn(1, 4, T, h, w, generator=self.gen(6))
         captured = {}
@@ -775,11 +808,13 @@ class Parity:
         try:
             for cls in sampler_classes:
                 cls.sample = capture(cls.sample)
-            with self.ref.shared_noise(seed, skip=(1, 4, h, w)):
+            with self.ref.shared_noise(seed, skip=None if interp else (1, 4, h, w), posterior_mean=interp):
                 videos = image[None, :, None].expand(-1, -1, T, -1, -1).contiguous()
+                if interp:  # as the released load_data_prompts(interp=True): T/2 copies of each image
+                    videos[:, :, T // 2 :] = end_image[None, :, None]
                 ref_video = self.ref.inference.image_guided_synthesis(
                     orig, [prompt], videos, [1, 4, T, h, w], 1, steps, eta, 7.5,
-                    image_scale, d.frame_stride, True, image_scale is not None, False, False, d.timestep_spacing,
+                    image_scale, d.frame_stride, True, image_scale is not None, False, interp, d.timestep_spacing,
                     d.guidance_rescale, x_T=x_T.clone())[:, 0]
         finally:
             for cls, fn in zip(sampler_classes, originals):
@@ -789,8 +824,10 @@ class Parity:
         out = pipe(image, prompt, num_frames=T, height=2 * h, width=2 * w, num_inference_steps=steps,
                    guidance_scale=7.5, image_guidance_scale=image_scale, guidance_rescale=d.guidance_rescale,
                    frame_stride=d.frame_stride, eta=eta, timestep_spacing=d.timestep_spacing,
-                   generator=torch.Generator().manual_seed(seed), latents=x_T.clone(), output_type="pt")
-        name = f"e2e_{style}_eta{eta:g}_{steps}steps{'_imgcfg' if image_scale is not None else ''}"
+                   generator=torch.Generator().manual_seed(seed), latents=x_T.clone(), output_type="pt",
+                   end_image=end_image, sample_posterior=not interp)
+        name = (f"e2e_{style}_eta{eta:g}_{steps}steps{'_imgcfg' if image_scale is not None else ''}"
+                f"{'_interp' if interp else ''}")
         tol = 1e-4 if eta == 0 else 1e-3
         self.report.add(name + "_latents", out.latents, captured["latents"], tol)
         self.report.add(name + "_video", out.frames, ref_video.clamp(-1, 1), tol)
@@ -812,9 +849,7 @@ def write_golden(parity: Parity, ref: Reference, folder: Path) -> None:
     weights = {k: v.half() if v.is_floating_point() else v for k, v in parity.state["256"].items()
                if not k.startswith("embedder.model.") or k.startswith("embedder.model.visual.")}
     save_file(weights, str(folder / "weights.safetensors"),
-              metadata={CONFIG_METADATA_KEY: json.dumps(parity_config("256").to_dict()),
-                        "note": "original DynamiCrafter modules, random weights (fp16-exact), released tensor names; "
-                                "the 512-style model = these tensors without the attn2.alpha gates"})
+              metadata={CONFIG_METADATA_KEY: json.dumps(parity_config("256").to_dict())})  # one key: stable bytes
     save_file(parity.golden, str(folder / "cases.safetensors"))
     commit = "unknown"
     with contextlib.suppress(Exception):
@@ -826,6 +861,9 @@ def write_golden(parity: Parity, ref: Reference, folder: Path) -> None:
                       "kornia": importlib.metadata.version("kornia"), "torch": torch.__version__},
         "configs": {style: parity_config(style).to_dict() for style in ("256", "512")},
         "weights": "weights.safetensors",
+        "weights_note": "the original modules' random weights (fp16-exact values, stored as fp16) under the released "
+                        "tensor names, without the schedule buffers and the unused text half of the image tower's "
+                        "CLIP model; the 512-style model is these tensors without the attn2.alpha gates",
         "cases_file": "cases.safetensors",
         "images": "images are stored as 'blocks' (uint8 values of 8x8 pixel blocks) and rebuilt with the integer "
                   "recipe of blocks_to_image() in tools/compare_reference.py: pixels = (3 * block + 4 * fine) // 4 % "
@@ -880,6 +918,7 @@ def main(argv: list[str] | None = None) -> int:
             parity.end_to_end("256", 1.0, 5)
             parity.end_to_end("512", 1.0, 5)
             parity.end_to_end("512", 0.0, 4, image_scale=2.5)
+            parity.end_to_end("512", 1.0, 4, interp=True)
         if args.write_golden is not None:
             write_golden(parity, ref, args.write_golden)
     failed = parity.report.failed

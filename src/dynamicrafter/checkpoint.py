@@ -35,7 +35,8 @@ from dynamicrafter.model import DynamiCrafter
 log = logging.getLogger(__name__)
 
 CONFIG_METADATA_KEY = "dynamicrafter_config"
-RELEASES_URL = "https://huggingface.co/Doubiiu (DynamiCrafter, DynamiCrafter_512, DynamiCrafter_1024, DynamiCrafter_512_Interp)"
+RELEASES_URL = ("https://huggingface.co/Doubiiu (DynamiCrafter, DynamiCrafter_512, DynamiCrafter_1024, "
+                "DynamiCrafter_512_Interp)")
 
 # Schedule buffers stored in the released files; recomputed from the config (and checked against it).
 SCHEDULE_BUFFERS = (
@@ -367,14 +368,11 @@ def load_model(
     for comp in components(config):
         module = model.component(comp.name)
         expected = module.state_dict()
-        converted = None
-        for src_path, src in sources:
-            converted = convert_component(src, comp, config, dtype)
-            if converted is not None:
-                break
-        if converted is None:
+        found = next(((p, c) for p, src in sources if (c := convert_component(src, comp, config, dtype)) is not None),
+                     None)
+        if found is None:
             raise CheckpointError(_missing_component_message(comp, path))
-        tensors, _ = converted
+        src_path, (tensors, _) = found
         message = _mismatch_message(expected, tensors, comp, config, hint)
         if message:
             raise CheckpointError(f"'{src_path}': {message}")
@@ -408,10 +406,10 @@ def _check_schedule(sd: Mapping[str, torch.Tensor], config: ModelConfig, path: P
         hint = f"; the file holds model '{detected}'" if detected else ""
         raise CheckpointError(f"'{path}': its noise schedule (alphas_cumprod) differs from config '{config.name}' "
                               f"(zero-terminal-SNR / timesteps / betas mismatch{hint})")
-    if ("scale_arr" in sd) != config.schedule.use_dynamic_rescale:
-        raise CheckpointError(f"'{path}': the file {'has' if 'scale_arr' in sd else 'lacks'} dynamic rescale "
-                              f"(scale_arr) but config '{config.name}' {'does not use' if 'scale_arr' in sd else 'uses'}"
-                              f" it; pass the matching --config")
+    has = "scale_arr" in sd
+    if has != config.schedule.use_dynamic_rescale:
+        raise CheckpointError(f"'{path}': the file {'has' if has else 'lacks'} dynamic rescale (scale_arr) but config "
+                              f"'{config.name}' {'does not use' if has else 'uses'} it; pass the matching --config")
 
 
 def materialize_buffers(model: nn.Module) -> None:

@@ -13,13 +13,14 @@ run is deterministic; seeded runs are bit-identical.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from dynamicrafter.errors import ConfigError, UserError
 from dynamicrafter.media import image_to_tensor, load_image, resize_and_center_crop
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.utils import default_device, parse_dtype, randn
+
+if TYPE_CHECKING:
+    from dynamicrafter.apps.windows import TemporalWindows
 
 ImageInput = Image.Image | str | os.PathLike | torch.Tensor
 OutputType = Literal["pil", "np", "pt", "latent"]
@@ -57,6 +61,7 @@ class DynamiCrafterPipeline:
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.offload_encoders = False  # move the CLIP towers to the CPU between uses (saves GPU memory)
         self.progress_bar_config: dict[str, Any] = {}
+        self.checkpoint_path: Path | None = None  # the file the model was loaded from (set by from_checkpoint)
 
     # -------------------------------------------------------------------------------------------------------------
     # Construction
@@ -84,7 +89,9 @@ class DynamiCrafterPipeline:
         model = load_model(path, resolve_config(config) if config is not None else None,
                            text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
                            device=device, dtype=torch_dtype)
-        return cls(model, device, torch_dtype)
+        pipe = cls(model, device, torch_dtype)
+        pipe.checkpoint_path = Path(path)
+        return pipe
 
     @property
     def config(self) -> ModelConfig:
@@ -174,6 +181,7 @@ class DynamiCrafterPipeline:
         context_stream: bool = True,
         vdg: bool = True,
         denoiser_wrapper: Callable[[Callable, Conditioning], Callable] | None = None,
+        temporal_windows: TemporalWindows | None = None,
     ) -> PipelineOutput:
         """Animate ``image`` following ``prompt``.
 
@@ -183,7 +191,9 @@ class DynamiCrafterPipeline:
         ``image_attention_scale`` scales lambda of the image cross-attention (one value, or per group "input" /
         "middle" / "output" / layer name); ``context_stream=False`` sets it to 0 (no image cross-attention) and
         ``vdg=False`` replaces the VDG latents by zeros (the paper's ablations).
-        ``denoiser_wrapper(denoise, conditioning)`` may wrap the batched network call (long-video windows).
+        ``denoiser_wrapper(denoise, conditioning)`` may wrap the guided denoiser ``denoise(z, t)``.
+        ``temporal_windows`` (:class:`dynamicrafter.apps.windows.TemporalWindows`) denoises ``num_frames`` beyond
+        the model's temporal length with overlapping windows whose predictions are blended (long videos).
         """
         timings: dict[str, float] = {}
         d = self.config.defaults
@@ -197,7 +207,11 @@ class DynamiCrafterPipeline:
         frame_stride = d.frame_stride if frame_stride is None else frame_stride
         eta = d.eta if eta is None else eta
         spacing = timestep_spacing or d.timestep_spacing
-        self._check_options(num_frames, height, width, steps, guidance_scale, frame_stride, eta, output_type)
+        temporal_length = self.config.unet.temporal_length
+        window_frames = num_frames if temporal_windows is None else temporal_windows.window_size(num_frames,
+                                                                                                 temporal_length)
+        self._check_options(num_frames, height, width, steps, guidance_scale, frame_stride, eta, output_type,
+                            window_frames)
         prompts = self._as_list(prompt if prompt is not None else "", "prompt")
         images = self._as_list(image, "image") if image is not None else None
         batch = self._batch_size(prompts, images, prompt_embeds, image_embeds, image_latents)
@@ -289,12 +303,22 @@ class DynamiCrafterPipeline:
 
         # 8. Denoising loop (DDIM + classifier-free guidance, all branches in one batch) -----------------------
         t0 = time.perf_counter()
-        denoise = guided(self._batched_unet(cond), len(branches), guidance_scale, image_guidance_scale,
-                         guidance_rescale)
+
+        def denoise_frames(z: torch.Tensor, t: torch.Tensor, frames: slice) -> torch.Tensor:
+            """Guided prediction for ``frames`` of the video; z (b, 4, len(frames), h, w)."""
+            return guided(self._batched_unet(cond, frames), len(branches), guidance_scale, image_guidance_scale,
+                          guidance_rescale)(z, t)
+
+        desc = "denoising"
+        if temporal_windows is None:
+            denoise = functools.partial(denoise_frames, frames=slice(None))
+        else:
+            denoise = temporal_windows.denoiser(denoise_frames, num_frames, temporal_length)
+            desc += f" ({len(temporal_windows.slices(num_frames, temporal_length))} windows)"
         if denoiser_wrapper is not None:
             denoise = denoiser_wrapper(denoise, cond)
         timesteps = ddim_timesteps(steps, spacing, self.model.schedule.num_timesteps)
-        bar = tqdm(total=len(timesteps), desc="denoising", **self.progress_bar_config)
+        bar = tqdm(total=len(timesteps), desc=desc, **self.progress_bar_config)
 
         def on_step(i: int, t: int, z: torch.Tensor, z0: torch.Tensor) -> torch.Tensor | None:
             bar.update(1)
@@ -321,26 +345,33 @@ class DynamiCrafterPipeline:
         chunk = decode_chunk_size or (1 if d.perframe_ae else None)
         video = self.decode_latents(latents, chunk).cpu()  # (b, 3, t, H, W) in [-1, 1]
         timings["decode"] = time.perf_counter() - t0
-        return PipelineOutput(frames=self._postprocess(video, output_type), latents=latents, timings=timings)
+        return PipelineOutput(frames=self.postprocess(video, output_type), latents=latents, timings=timings)
 
     # -------------------------------------------------------------------------------------------------------------
     # Helpers
     # -------------------------------------------------------------------------------------------------------------
 
-    def _batched_unet(self, cond: Conditioning) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-        """z (b, 4, t, h, w) -> predictions of every branch (n*b, 4, t, h, w) from one network call."""
+    def _batched_unet(self, cond: Conditioning, frames: slice = slice(None)
+                      ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+        """z (b, 4, t, h, w) of the video frames ``frames`` -> predictions of every branch (n*b, 4, t, h, w) from
+        one network call.
+
+        The VDG latents are sliced to ``frames``; the context is not: P's per-frame image tokens are used in
+        window-relative order (frame k of the slice gets token group k, as in a plain run of that length).
+        """
         unet = self.model.unet
+        concat = cond.concat[:, :, frames] if cond.concat is not None else None  # (n*b, 4, t, h, w)
 
         def model_fn(z: torch.Tensor, t: torch.Tensor, n: int) -> torch.Tensor:
             x = z.repeat(n, 1, 1, 1, 1)  # (n*b, 4, t, h, w)
-            if cond.concat is not None:
-                x = torch.cat([x, cond.concat], dim=1)  # (n*b, 8, t, h, w)
+            if concat is not None:
+                x = torch.cat([x, concat], dim=1)  # (n*b, 8, t, h, w)
             return unet(x.to(self.dtype), t.repeat(n), cond.context, cond.fs).float()  # (n*b, 4, t, h, w)
 
         return model_fn
 
     def _check_options(self, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
-                       frame_stride: int, eta: float, output_type: str) -> None:
+                       frame_stride: int, eta: float, output_type: str, window_frames: int) -> None:
         multiple = self.model.vae.downscale * 2 ** (len(self.config.unet.channel_mult) - 1)
         if height % multiple or width % multiple or height <= 0 or width <= 0:
             raise UserError(f"height and width must be positive multiples of {multiple} (VAE x U-Net downsampling), "
@@ -362,9 +393,11 @@ class DynamiCrafterPipeline:
                           f"'{self.config.name}'", stacklevel=3)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise UserError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-        if num_frames != self.config.unet.temporal_length:
-            warnings.warn(f"{num_frames} frames differ from the model's temporal length "
-                          f"{self.config.unet.temporal_length}: quality may degrade", stacklevel=3)
+        length = self.config.unet.temporal_length
+        if window_frames != length:
+            hint = " (use temporal_windows / --window for longer videos)" if window_frames > length else ""
+            warnings.warn(f"{window_frames} frames per network call differ from the model's temporal length "
+                          f"{length}: quality may degrade{hint}", stacklevel=3)
 
     @staticmethod
     def _as_list(value: Any, name: str) -> list:
@@ -385,7 +418,8 @@ class DynamiCrafterPipeline:
         return sizes.pop() if sizes else 1
 
     @staticmethod
-    def _postprocess(video: torch.Tensor, output_type: str) -> Any:
+    def postprocess(video: torch.Tensor, output_type: str) -> Any:
+        """Frames (b, 3, t, H, W) in [-1, 1] -> ``output_type`` ("pt": unchanged, "np", "pil"); see PipelineOutput."""
         if output_type == "pt":
             return video
         array = ((video + 1.0) / 2.0).permute(0, 2, 3, 4, 1).numpy()  # (b, t, H, W, 3) in [0, 1]

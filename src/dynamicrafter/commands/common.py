@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from dynamicrafter.apps.controls import parse_image_attention_scale
+from dynamicrafter.apps.windows import WEIGHTINGS, TemporalWindows
 from dynamicrafter.errors import UserError
 
 DEFAULT_SEED = 123  # the released scripts' seed
@@ -26,9 +28,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    help="weights dtype (auto: fp32 on CPU, bf16 on CUDA)")
 
 
-def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+def add_sampling_options(parser: argparse.ArgumentParser, multiple_prompts: bool = False) -> None:
+    """The shared sampling options, then the stream and long-video controls (:func:`add_control_options`).
+
+    ``multiple_prompts``: ``--prompt`` may be repeated (a list, e.g. one prompt per interpolation segment).
+    """
     g = parser.add_argument_group("sampling (defaults: the released settings of the loaded model)")
-    g.add_argument("--prompt", "-p", default=None, help="text prompt (motion and scene)")
+    if multiple_prompts:
+        g.add_argument("--prompt", "-p", action="append", default=None,
+                       help="text prompt; repeat it for one prompt per segment")
+    else:
+        g.add_argument("--prompt", "-p", default=None, help="text prompt (motion and scene)")
     g.add_argument("--negative-prompt", default=None, help="replaces the empty prompt of the unconditional branch")
     g.add_argument("--steps", type=int, help="DDIM steps (released: 50)")
     g.add_argument("--guidance-scale", type=float, help="text classifier-free guidance scale (released: 7.5)")
@@ -45,6 +55,27 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
                    help="released: shorter side to min(h, w) then center crop (pads if needed); cover: never pads")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED}; -1: random)")
     g.add_argument("--fps", type=float, help="frame rate of the written video (default: 8, as released)")
+    add_control_options(parser)
+
+
+def add_control_options(parser: argparse.ArgumentParser) -> None:
+    """Lambda, the stream switches and sliding temporal windows (read back by :func:`sampling_kwargs`)."""
+    g = parser.add_argument_group("conditioning streams and long videos")
+    g.add_argument("--image-attention-scale", dest="image_attention_scale", metavar="S",
+                   help="scale lambda of the image cross-attention: one value (1 = as trained, 0 = context stream "
+                        "off; smaller = less adherence to the image, more motion) or per group / layer, e.g. "
+                        "input=0.5,middle=1.0,output=1.0")
+    g.add_argument("--no-context-stream", dest="context_stream", action="store_false",
+                   help="switch the context stream off (no image cross-attention; lambda = 0)")
+    g.add_argument("--no-vdg", dest="vdg", action="store_false",
+                   help="switch the visual detail guidance off (zeros instead of the image latents)")
+    g.add_argument("--window", nargs="?", const="auto", metavar="N",
+                   help="longer videos: denoise --frames in sliding windows of N frames (default with no N: the "
+                        "model's temporal length, 16)")
+    g.add_argument("--window-stride", type=int, metavar="N",
+                   help="frames between window starts (default: half the window)")
+    g.add_argument("--window-weighting", choices=list(WEIGHTINGS),
+                   help="blending of overlapping windows: linear (tent, default) or uniform (average)")
 
 
 def resolve_seed(seed: int) -> int:
@@ -80,7 +111,26 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
         "height": args.height,
         "width": args.width,
         "resize_mode": args.resize,
+        "image_attention_scale": (None if args.image_attention_scale is None else
+                                  parse_image_attention_scale(args.image_attention_scale, "--image-attention-scale")),
+        "context_stream": args.context_stream,
+        "vdg": args.vdg,
+        "temporal_windows": temporal_windows(args),
     }
+
+
+def temporal_windows(args: argparse.Namespace) -> TemporalWindows | None:
+    """Sliding-window settings from --window / --window-stride / --window-weighting (None: no windows)."""
+    if args.window is None and args.window_stride is None and args.window_weighting is None:
+        return None
+    size = None
+    if args.window not in (None, "auto"):
+        try:
+            size = int(args.window)
+        except ValueError:
+            raise UserError(f"--window must be a number of frames (or nothing: the model's length), got "
+                            f"{args.window!r}") from None
+    return TemporalWindows(size, args.window_stride, args.window_weighting or "linear")
 
 
 def generator_for(seed: int) -> torch.Generator:

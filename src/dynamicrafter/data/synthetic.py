@@ -99,7 +99,8 @@ GRADIENT_CONTRAST = 70.0
 BACKGROUND_PERIOD = (0.10, 0.22)  # stripe / checker period, fractions of the shorter side
 NOISE_CELLS = 8  # the noise background is bilinear-upsampled from a grid of about this many cells per side
 SPLIT_HASH_SCALE = float(2**64)
-MAX_ROTATION_FRACTION = 0.5  # rotation per frame must stay below this fraction of the shape's symmetry angle
+MAX_ROTATION_FRACTION = 0.5
+STRIDE_STREAM = 7  # extra key of the random stream that draws a clip's frame stride  # rotation per frame must stay below this fraction of the shape's symmetry angle
 
 
 @dataclass
@@ -121,10 +122,16 @@ class SyntheticConfig:
     motions: tuple[str, ...] = MOTIONS
     fps: int = 8
     frame_stride: int = 1
+    # Per-clip frame strides: a clip with stride k shows every k-th frame of the motion (k times the rates above),
+    # labelled frame_stride = k and fps = fps // k, as clips sampled from real video at a stride. (1,) = off.
+    frame_strides: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         self.held_out_combos = tuple((str(s), str(c)) for s, c in self.held_out_combos)
         self.motions = tuple(self.motions)
+        self.frame_strides = tuple(int(k) for k in self.frame_strides)
+        if not self.frame_strides or min(self.frame_strides) < 1:
+            raise ConfigError(f"frame_strides must be positive integers, got {self.frame_strides}")
         if self.num_clips < 0 or self.frames < 2 or min(self.height, self.width) < 8:
             raise ConfigError(f"synthetic data needs num_clips >= 0, frames >= 2 and a size of at least 8x8, got "
                               f"{self.num_clips}, {self.frames}, {self.height}x{self.width}")
@@ -134,7 +141,7 @@ class SyntheticConfig:
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ConfigError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
-        fastest = max(self.rotation_speed_range)
+        fastest = max(self.rotation_speed_range) * max(self.frame_strides)
         if fastest >= MAX_ROTATION_FRACTION * min(SYMMETRY_DEGREES.values()):
             raise ConfigError(f"rotation speed {fastest} deg/frame would make the rotation direction ambiguous; keep "
                               f"it under {MAX_ROTATION_FRACTION * min(SYMMETRY_DEGREES.values()):g}")
@@ -195,13 +202,14 @@ class Scene:
     background: BackgroundSpec
     caption: str
     motion_only_caption: bool
+    frame_stride: int = 1
 
     def labels(self) -> dict[str, Any]:
         """Structured labels for evaluation (flat, DataLoader-collatable)."""
         return {"clip_id": self.clip_id, "split": self.split, "motion": self.motion, "shape": self.main.shape,
                 "colour": self.main.colour, "texture": self.main.texture, "background": self.background.kind,
                 "background_colour": self.background.colour, "num_distractors": len(self.distractors),
-                "rate": self.rate, "motion_only_caption": self.motion_only_caption}
+                "rate": self.rate, "motion_only_caption": self.motion_only_caption, "frame_stride": self.frame_stride}
 
 
 def _split_hash(seed: int, ids: np.ndarray) -> np.ndarray:
@@ -246,6 +254,12 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
     family = 1 if split == "novel" else 0  # train and test share one id space (disjoint ids); novel has its own
     rng = np.random.default_rng([config.seed, family, int(clip_id)])
     s, h, w, t = config.short_side, config.height, config.width, config.frames
+    stride = 1
+    if len(config.frame_strides) > 1:  # a separate stream, so that (1,) reproduces the clips of earlier versions
+        stride_rng = np.random.default_rng([config.seed, family, int(clip_id), STRIDE_STREAM])
+        stride = int(config.frame_strides[int(stride_rng.integers(len(config.frame_strides)))])
+    else:
+        stride = config.frame_strides[0]
     motion = str(rng.choice(config.motions))
     shape, colour = _main_shape_colour(rng, config, split)
     textures = TEXTURES[1:] if motion.startswith("rotate") and shape in ROUND_SHAPES else TEXTURES
@@ -256,19 +270,20 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
         dx, dy = TRANSLATIONS[motion]
         radius = _uniform(rng, MAIN_RADIUS) * s
         room = (w if dx else h) - 2 * (radius + margin)  # pixels the object can travel and stay inside
-        rate = min(_uniform(rng, config.speed_range) * s, room / (t - 1))
+        rate = min(_uniform(rng, config.speed_range) * s * stride, room / (t - 1))
         travel = rate * (t - 1)
         x = _start(rng, w, radius + margin, travel * dx)
         y = _start(rng, h, radius + margin, travel * dy)
     else:
         if motion in ("zoom_in", "zoom_out"):
             small = _uniform(rng, ZOOM_SMALL_RADIUS) * s
-            rate = min(_uniform(rng, config.zoom_rate_range), math.log(ZOOM_MAX_RADIUS * s / small) / (t - 1))
+            rate = min(_uniform(rng, config.zoom_rate_range) * stride,
+                       math.log(ZOOM_MAX_RADIUS * s / small) / (t - 1))
             radius = small if motion == "zoom_in" else small * math.exp(rate * (t - 1))
             largest = small * math.exp(rate * (t - 1))
         else:
             radius = largest = _uniform(rng, MAIN_RADIUS) * s
-            rate = _uniform(rng, config.rotation_speed_range) if motion.startswith("rotate") else 0.0
+            rate = _uniform(rng, config.rotation_speed_range) * stride if motion.startswith("rotate") else 0.0
         x = _start(rng, w, largest + margin, 0.0)
         y = _start(rng, h, largest + margin, 0.0)
     main = ObjectSpec(shape, colour, texture, x, y, radius, angle)
@@ -285,7 +300,8 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
         shift=float(rng.choice([-1.0, 1.0])) * GRADIENT_CONTRAST, noise_seed=int(rng.integers(0, 2**31)))
     motion_only = bool(rng.random() < config.motion_only_fraction)
     caption = _caption(rng, motion, main, background, motion_only)
-    return Scene(int(clip_id), split, motion, float(rate), main, tuple(distractors), background, caption, motion_only)
+    return Scene(int(clip_id), split, motion, float(rate), main, tuple(distractors), background, caption, motion_only,
+                 stride)
 
 
 def _main_shape_colour(rng: np.random.Generator, config: SyntheticConfig, split: str) -> tuple[str, str]:
@@ -575,9 +591,10 @@ class SyntheticVideoDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
         clip = self.clip(index)
+        stride = clip.scene.frame_stride if self.config.frame_strides != (1,) else self.config.frame_stride
         return {"video": frames_to_video(clip.frames), "caption": clip.scene.caption,
-                "path": clip_path(self.split, clip.scene.clip_id), "fps": self.config.fps,
-                "frame_stride": self.config.frame_stride, "motion": clip.scene.motion, "labels": clip.scene.labels()}
+                "path": clip_path(self.split, clip.scene.clip_id), "fps": max(1, self.config.fps // stride),
+                "frame_stride": stride, "motion": clip.scene.motion, "labels": clip.scene.labels()}
 
 
 def clip_path(split: str, clip_id: int) -> str:
@@ -589,7 +606,7 @@ def clip_name(split: str, clip_id: int) -> str:
 
 
 LABEL_COLUMNS = ("clip_id", "split", "motion", "shape", "colour", "texture", "background", "background_colour",
-                 "num_distractors", "rate", "motion_only_caption")
+                 "num_distractors", "rate", "motion_only_caption", "frame_stride")
 
 
 def write_video_split(config: SyntheticConfig, out_dir: str | os.PathLike, split: str = "train",

@@ -3,7 +3,8 @@
 One step from t to the previous sampled timestep t' (a = alpha_bar):
 
     z0_hat = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t)            (eps-prediction)
-           =  sqrt(a_t) z_t - sqrt(1 - a_t) v                   (v-prediction; then eps = sqrt(a_t) v + sqrt(1 - a_t) z_t)
+           =  sqrt(a_t) z_t - sqrt(1 - a_t) v                   (v-prediction)
+    eps    =  sqrt(a_t) v + sqrt(1 - a_t) z_t                   (v-prediction)
     z0_hat *= scale_arr[t'] / scale_arr[t]                      (dynamic rescale; 1 at the last step)
     sigma_t = eta sqrt((1 - a_t') / (1 - a_t) (1 - a_t / a_t'))
     z_t' = sqrt(a_t') z0_hat + sqrt(1 - a_t' - sigma_t^2) eps + sigma_t noise

@@ -31,15 +31,15 @@ TOKENS_PER_FRAME = 4  # queries of P per frame
 TINY = ModelConfig(
     name="tiny",
     unet=UNetConfig(
-        in_channels=8, out_channels=4, model_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1,
+        in_channels=8, out_channels=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
         attention_resolutions=(1, 2, 4), num_head_channels=16, context_dim=WIDTH, dropout=0.0,
         temporal_length=FRAMES, init_attn_heads=3, image_cross_attention_scale_learnable=True, default_fs=1,
-        image_tokens_per_frame=TOKENS_PER_FRAME, norm_groups=16,
+        image_tokens_per_frame=TOKENS_PER_FRAME, norm_groups=16,  # latents 8 x 8 -> 4 x 4 -> 2 x 2
     ),
     resampler=ResamplerConfig(dim=WIDTH, depth=2, dim_head=16, heads=4, num_queries=TOKENS_PER_FRAME,
                               embedding_dim=WIDTH, output_dim=WIDTH, ff_mult=2, video_length=FRAMES),
-    vae=VAEConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, latent_channels=4, norm_groups=8,
-                  scale_factor=1.0),  # the scale factor is measured after the autoencoder is trained
+    vae=VAEConfig(base_channels=16, channel_mult=(1, 2, 4, 4), num_res_blocks=1, latent_channels=4, norm_groups=8,
+                  scale_factor=1.0),  # f = 8 like SD; the scale factor is measured after the autoencoder is trained
     text_encoder=CLIPTextConfig(width=WIDTH, layers=3, layers_used=2, heads=4),
     image_encoder=CLIPVisionConfig(image_size=SIZE, patch_size=8, width=WIDTH, layers=3, heads=4),
     schedule=ScheduleConfig(parameterization="eps"),

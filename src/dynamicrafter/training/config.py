@@ -68,7 +68,8 @@ class StageConfig:
     def __post_init__(self) -> None:
         unknown = set(self.trainable) - set(TRAINABLE_GROUPS)
         if unknown:
-            raise ConfigError(f"stage '{self.name}': unknown trainable group(s) {sorted(unknown)}; use {TRAINABLE_GROUPS}")
+            raise ConfigError(f"stage '{self.name}': unknown trainable group(s) {sorted(unknown)}; "
+                              f"use {TRAINABLE_GROUPS}")
 
 
 STAGE_I = StageConfig(
@@ -122,8 +123,8 @@ class TrainConfig:
     """Everything a training run needs (the CLI fills it; every field has the released value or a safe default)."""
 
     stage: str = "iii"
-    model: str = "tiny"  # preset, released (training) YAML, "tiny" or "tiny_v"; ignored for the architecture when
-    #                      --init holds a checkpoint of this project (its stored config is used)
+    model: str | None = None  # preset, released (training) YAML, "tiny" or "tiny_v"; None: the --init file's own
+    #                           (stored or detected) configuration, or "tiny" without --init
     data: str = "synthetic:64"  # index (CSV/JSONL, WebVid or generic), folder with an index, or synthetic:N
     data_root: str | None = None  # folder the index's paths are relative to (WebVid: the videos folder)
     init: str | None = None  # checkpoint to start from (released model.ckpt, .safetensors, the project's own)
@@ -132,6 +133,8 @@ class TrainConfig:
     run_dir: str = "runs/train"
     resume: str | None = None  # "latest" (newest checkpoint in run_dir/checkpoints) or a checkpoint path
     finetune_trainable: str = "spatial"  # stage finetune: "spatial" (P + spatial) or "full" (P + the whole U-Net)
+    in_channels: int | None = None  # U-Net input: 4 (no VDG) or 8; None: 4 for a new model of stages i / ii / t2v,
+    #                                 the config's for iii / finetune, the checkpoint's with --init (iii expands to 8)
     interp: bool | None = None  # interpolation / looping VDG (first + last frame); None: the model config's
     rand_cond_frame: bool | None = None  # None: the stage's (released: true, false for interpolation)
     uncond_prob: float | None = None  # CFG dropout probability per case; None: the model config's (0.05)
@@ -172,7 +175,8 @@ class TrainConfig:
         if self.resolution is not None:
             self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
         checks = [
-            (self.strategy in STRATEGIES, f"--strategy '{self.strategy}' is not known: use one of {', '.join(STRATEGIES)}"),
+            (self.strategy in STRATEGIES,
+             f"--strategy '{self.strategy}' is not known: use one of {', '.join(STRATEGIES)}"),
             (str(self.precision) in PRECISIONS,
              f"--precision '{self.precision}' is not supported: use one of {', '.join(PRECISIONS)}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
@@ -187,6 +191,7 @@ class TrainConfig:
             (self.sample_every >= 0, f"--sample-every must be >= 0 (0: no samples), got {self.sample_every}"),
             (self.devices >= 1 and self.num_nodes >= 1, "--devices and --num-nodes must be >= 1"),
             (self.num_frames is None or self.num_frames >= 1, f"--frames must be >= 1, got {self.num_frames}"),
+            (self.in_channels in (None, 4, 8), f"--in-channels must be 4 or 8, got {self.in_channels}"),
             (self.uncond_prob is None or 0.0 <= self.uncond_prob <= 1.0 / 3.0,
              f"uncond_prob must be in [0, 1/3] (three dropout cases), got {self.uncond_prob}"),
         ]

@@ -1,0 +1,37 @@
+"""Applications built on the pipeline: frame interpolation and looping, storytelling with shots, longer videos with
+sliding temporal windows, and the controls of the two conditioning streams (lambda, stream switches, motion).
+
+Public API (imported lazily)::
+
+    from dynamicrafter.apps import interpolate_keyframes, loop, render_story, TemporalWindows, motion_controls
+
+Command line: ``dynamicrafter interpolate | loop | story | lambda`` (:mod:`dynamicrafter.apps.cli`).
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "interpolate": "dynamicrafter.apps.interpolation",
+    "interpolate_keyframes": "dynamicrafter.apps.interpolation",
+    "loop": "dynamicrafter.apps.interpolation",
+    "Shot": "dynamicrafter.apps.story",
+    "Story": "dynamicrafter.apps.story",
+    "load_story": "dynamicrafter.apps.story",
+    "render_shot": "dynamicrafter.apps.story",
+    "render_story": "dynamicrafter.apps.story",
+    "TemporalWindows": "dynamicrafter.apps.windows",
+    "motion_controls": "dynamicrafter.apps.controls",
+    "parse_image_attention_scale": "dynamicrafter.apps.controls",
+    "read_checkpoint_lambdas": "dynamicrafter.apps.controls",
+    "plot_lambdas": "dynamicrafter.apps.controls",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dynamicrafter.apps' has no attribute {name!r}")

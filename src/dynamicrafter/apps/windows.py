@@ -1,0 +1,102 @@
+"""Longer videos: sliding temporal context windows around the denoiser (k-diffusion style wrapper).
+
+The network is trained on clips of ``temporal_length`` frames (16). For a video of ``T > 16`` frames every
+denoising step evaluates the network on overlapping windows of ``size`` frames, ``stride`` frames apart (the last
+window is aligned to the end so that every frame is covered), and blends the per-window predictions (eps or v, after
+classifier-free guidance) frame by frame:
+
+    pred[f] = sum_w weight_w(f) pred_w[f] / sum_w weight_w(f)
+
+``weighting="linear"``: a tent over each window (1, 2, ..., 2, 1), so a frame follows the window in which it sits
+most centrally and neighbouring windows cross-fade across their overlap; ``"uniform"``: a plain average. The sampler
+is unchanged: it sees one denoiser for the whole video.
+
+Each window is conditioned exactly like a plain run of ``size`` frames: its slice of the noisy latents and of the
+VDG latents, and P's per-frame image tokens in *window-relative* order (frame k of every window gets token group k,
+the group P learned for position k of a training clip). Frames beyond P's 16 groups therefore reuse groups 0..15,
+and a window as long as the whole video is the plain run, exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from dynamicrafter.errors import UserError
+
+# (z for the frames of one window (b, c, len, h, w), t (b,), frames: slice of the video) -> prediction, same shape
+FrameDenoiser = Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Weighting = Literal["linear", "uniform"]
+WEIGHTINGS: tuple[str, ...] = ("linear", "uniform")
+
+
+@dataclass(frozen=True)
+class TemporalWindows:
+    """Sliding-window settings; ``size=None``: the model's temporal length, ``stride=None``: half the size."""
+
+    size: int | None = None
+    stride: int | None = None
+    weighting: Weighting = "linear"
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 1:
+            raise UserError(f"window size must be >= 1 frame, got {self.size}")
+        if self.stride is not None and self.stride < 1:
+            raise UserError(f"window stride must be >= 1 frame, got {self.stride}")
+        if self.size is not None and self.stride is not None and self.stride > self.size:
+            raise UserError(f"window stride {self.stride} is larger than the window size {self.size}: frames between "
+                            f"windows would never be denoised; use a stride <= {self.size}")
+        if self.weighting not in WEIGHTINGS:
+            raise UserError(f"window weighting must be one of {list(WEIGHTINGS)}, got {self.weighting!r}")
+
+    def window_size(self, num_frames: int, temporal_length: int) -> int:
+        """Frames per window for a video of ``num_frames`` (never more than the video)."""
+        return min(self.size or temporal_length, num_frames)
+
+    def window_stride(self, num_frames: int, temporal_length: int) -> int:
+        """Frames between window starts (half the window when unset; never more than the window)."""
+        size = self.window_size(num_frames, temporal_length)
+        return min(self.stride or max(size // 2, 1), size)
+
+    def slices(self, num_frames: int, temporal_length: int) -> list[slice]:
+        """The windows, in order; together they cover every frame ``0 .. num_frames - 1``."""
+        size = self.window_size(num_frames, temporal_length)
+        stride = self.window_stride(num_frames, temporal_length)
+        starts = list(range(0, num_frames - size + 1, stride))
+        if starts[-1] + size < num_frames:
+            starts.append(num_frames - size)  # align the last window to the end
+        return [slice(s, s + size) for s in starts]
+
+    def weights(self, num_frames: int, temporal_length: int) -> list[torch.Tensor]:
+        """Per window, the blending weight of each of its frames (float32, (size,)), normalized per video frame."""
+        windows = self.slices(num_frames, temporal_length)
+        size = windows[0].stop - windows[0].start
+        if self.weighting == "linear":
+            k = torch.arange(size, dtype=torch.float32)
+            raw = torch.minimum(k + 1, size - k)  # tent: 1, 2, ..., 2, 1
+        else:
+            raw = torch.ones(size)
+        total = torch.zeros(num_frames)
+        for w in windows:
+            total[w] += raw
+        return [raw / total[w] for w in windows]
+
+    def denoiser(self, denoise_frames: FrameDenoiser, num_frames: int, temporal_length: int) -> Denoiser:
+        """Wrap a frame-sliced denoiser into a denoiser of the whole video (b, c, num_frames, h, w)."""
+        windows = self.slices(num_frames, temporal_length)
+        weights = self.weights(num_frames, temporal_length)
+
+        def denoise(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if z.shape[2] != num_frames:
+                raise ValueError(f"windowed denoiser built for {num_frames} frames got {z.shape[2]}")
+            out = torch.zeros_like(z)
+            for frames, weight in zip(windows, weights):
+                pred = denoise_frames(z[:, :, frames], t, frames)  # (b, c, size, h, w)
+                out[:, :, frames] += pred * weight.to(pred.device, pred.dtype).view(1, 1, -1, 1, 1)
+            return out
+
+        return denoise

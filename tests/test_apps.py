@@ -1,0 +1,252 @@
+"""Applications (Python API): interpolation, keyframe chaining, loops, sliding windows, lambda, stories, checks."""
+
+import pytest
+import torch
+
+from dynamicrafter.apps.checks import interpolation_report, lambda_sweep, loop_report, window_report
+from dynamicrafter.apps.controls import motion_controls, parse_image_attention_scale
+from dynamicrafter.apps.frames import chain, crossfade_concat
+from dynamicrafter.apps.interpolation import interpolate, interpolate_keyframes, loop
+from dynamicrafter.apps.story import parse_story, render_shot, render_story
+from dynamicrafter.apps.windows import TemporalWindows
+from dynamicrafter.errors import UserError
+from helpers import random_image, tiny_pipeline
+
+PIPE = tiny_pipeline()
+T = PIPE.config.unet.temporal_length
+FAST = {"height": 32, "width": 32, "num_inference_steps": 2}
+IMAGES = [random_image(seed=i) for i in range(3)]
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def run(**kwargs):
+    kwargs = {**FAST, "output_type": "pt", **kwargs}
+    return PIPE(IMAGES[0], "a red square moves left", generator=gen(kwargs.pop("seed", 0)), **kwargs).frames
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sliding temporal windows
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("frames", "size", "stride", "starts"), [
+    (32, 16, 8, [0, 8, 16]),
+    (32, None, None, list(range(0, 29, 2))),  # size = temporal length 4, stride = half
+    (11, 4, 3, [0, 3, 6, 7]),  # the last window is aligned to the end
+    (3, 16, 8, [0]),  # a window longer than the video is the whole video
+])
+def test_windows_cover_every_frame_and_weights_sum_to_one(frames, size, stride, starts):
+    for weighting in ("linear", "uniform"):
+        windows = TemporalWindows(size, stride, weighting)
+        slices = windows.slices(frames, T)
+        assert [s.start for s in slices] == starts
+        total = torch.zeros(frames)
+        for s, w in zip(slices, windows.weights(frames, T)):
+            total[s] += w
+        torch.testing.assert_close(total, torch.ones(frames))
+
+
+def test_window_settings_are_checked():
+    with pytest.raises(UserError, match="stride 9 is larger than the window size 8"):
+        TemporalWindows(8, 9)
+    with pytest.raises(UserError, match="weighting"):
+        TemporalWindows(8, 4, "cosine")
+
+
+def test_windowed_run_denoises_every_frame_in_windows(monkeypatch):
+    seen: list[slice] = []
+    original = PIPE._batched_unet
+
+    def recording(cond, frames=slice(None)):
+        seen.append(frames)
+        return original(cond, frames)
+
+    monkeypatch.setattr(PIPE, "_batched_unet", recording)
+    out = run(num_frames=32, temporal_windows=TemporalWindows(8, 4), num_inference_steps=1)
+    assert out.shape == (1, 3, 32, 32, 32) and torch.isfinite(out).all()
+    assert [(s.start, s.stop) for s in seen] == [(s, s + 8) for s in range(0, 25, 4)]
+
+
+def test_window_as_long_as_the_video_equals_the_plain_run():
+    plain = run(seed=3)
+    for windows in (TemporalWindows(), TemporalWindows(T, 1, "uniform"), TemporalWindows(64)):
+        assert torch.equal(run(seed=3, temporal_windows=windows), plain)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interpolation, keyframes, loops
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_interpolation_puts_both_ends_in_vdg_and_takes_the_context_from_the_start():
+    conds = []
+
+    def capture(denoise, cond):
+        conds.append(cond)
+        return denoise
+
+    out = interpolate(PIPE, IMAGES[0], IMAGES[1], "x", generator=gen(), output_type="pt", sample_posterior=False,
+                      denoiser_wrapper=capture, **FAST)
+    assert out.frames.shape == (1, 3, T, 32, 32)
+    pixels = torch.stack([PIPE.preprocess_image(im, 32, 32) for im in IMAGES[:2]], dim=1)[None]  # (1, 3, 2, H, W)
+    ends = PIPE.encode_video(pixels, sample=False)
+    vdg = conds[0].concat[:1]  # conditional branch
+    torch.testing.assert_close(vdg[:, :, 0], ends[:, :, 0])
+    torch.testing.assert_close(vdg[:, :, -1], ends[:, :, 1])
+    assert vdg[:, :, 1:-1].eq(0).all()
+    start_tokens = PIPE.encode_image(pixels[:, :, 0])
+    torch.testing.assert_close(conds[0].context[:1, PIPE.config.unet.text_context_len:], start_tokens)
+
+
+def test_three_keyframes_give_one_video_without_duplicated_boundary_frames():
+    out = interpolate_keyframes(PIPE, IMAGES, ["a", "b"], generator=gen(5), output_type="pt", **FAST)
+    assert out.frames.shape == (1, 3, 2 * T - 1, 32, 32) and out.latents.shape[2] == 2 * T - 1
+    g = gen(5)
+    first = interpolate(PIPE, IMAGES[0], IMAGES[1], "a", generator=g, output_type="pt", **FAST).frames
+    second = interpolate(PIPE, IMAGES[1], IMAGES[2], "b", generator=g, output_type="pt", **FAST).frames
+    assert torch.equal(out.frames, torch.cat([first, second[:, :, 1:]], dim=2))
+    with pytest.raises(UserError, match="3 prompts for 3 keyframes"):
+        interpolate_keyframes(PIPE, IMAGES, ["a", "b", "c"], **FAST)
+    with pytest.raises(UserError, match="at least 2 keyframes"):
+        interpolate_keyframes(PIPE, IMAGES[:1], **FAST)
+
+
+def test_loop_drops_the_closing_frame():
+    full = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
+    same = PIPE(IMAGES[0], "x", end_image=IMAGES[0], generator=gen(2), output_type="pt", **FAST).frames
+    assert torch.equal(full, same)  # a loop is an interpolation from the image to itself
+    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
+    assert kept.frames.shape[2] == T - 1 and kept.latents.shape[2] == T - 1
+    assert torch.equal(kept.frames, full[:, :, :-1])
+
+
+def test_chain_and_crossfade():
+    clips = [torch.full((1, 1, 4, 1, 1), float(i)) for i in range(3)]
+    assert chain(clips).shape[2] == 10
+    video, ranges = crossfade_concat(clips, 1)
+    assert video.shape[2] == 12 - 2 and ranges == [(0, 4), (3, 7), (6, 10)]
+    assert video[0, 0, :, 0, 0].tolist() == [0, 0, 0, 0.5, 1, 1, 1.5, 2, 2, 2]
+    video, ranges = crossfade_concat(clips[:2], 2)
+    assert video[0, 0, :, 0, 0].tolist() == pytest.approx([0, 0, 1 / 3, 2 / 3, 1, 1]) and ranges == [(0, 4), (2, 6)]
+    assert crossfade_concat(clips, 0)[0].shape[2] == 12
+    with pytest.raises(UserError, match="crossfade 2 is too long for clip 2 of 4 frames.*use crossfade <= 1"):
+        crossfade_concat(clips, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lambda, stream switches, motion
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_lambda_zero_per_group_equals_the_context_stream_off():
+    off = run(seed=4, context_stream=False)
+    assert torch.equal(run(seed=4, image_attention_scale={"input": 0.0, "middle": 0.0, "output": 0.0}), off)
+    half = run(seed=4, image_attention_scale={"input": 0.0})
+    assert not torch.equal(half, off) and not torch.equal(half, run(seed=4))
+    assert not torch.equal(run(seed=4, vdg=False), run(seed=4))
+
+
+def test_image_attention_scale_parsing():
+    assert parse_image_attention_scale("0.5") == 0.5
+    assert parse_image_attention_scale(0) == 0.0
+    assert parse_image_attention_scale("input=0.5, middle=1.0,output=1") == {"input": 0.5, "middle": 1.0,
+                                                                              "output": 1.0}
+    layer = "input_blocks.0.1.transformer_blocks.0.attn2"
+    assert parse_image_attention_scale(f"{layer}=0.25") == {layer: 0.25}
+    assert parse_image_attention_scale({"output": 2}) == {"output": 2.0}
+    for bad, message in [("input=abc", "'abc' is not a number"), ("inputs=1", "unknown layer group 'inputs'"),
+                         ("-1", ">= 0"), ("input", "is not a number"), ("=1", "is not NAME=NUMBER")]:
+        with pytest.raises(UserError, match=message) as e:
+            parse_image_attention_scale(bad, "--image-attention-scale")
+        assert str(e.value).startswith("--image-attention-scale") and "\n" not in str(e.value)
+
+
+def test_motion_controls_per_model():
+    expected = {"256": ("frame stride", (1, 6), "larger"), "512": ("fps", (15, 30), "smaller"),
+                "1024": ("fps", (5, 15), "smaller"), "512_interp": ("fps", (5, 30), "smaller")}
+    for name, (meaning, rng, more) in expected.items():
+        m = motion_controls(name)
+        assert (m.frame_stride_meaning, m.frame_stride_range, m.frame_stride_more_motion) == (meaning, rng, more)
+        assert m.image_attention_scale_range == (0.0, 1.0) and m.learned_lambda == (name == "256")
+        assert "smaller = less adherence" in m.describe()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stories
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("story")
+    for i, im in enumerate(IMAGES):
+        im.save(folder / f"img{i}.png")
+    return folder
+
+
+def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_dir):
+    story = parse_story({"crossfade": 1, "height": 32, "width": 32, "defaults": {"steps": 2},
+                         "shots": [{"image": "img0.png", "prompt": "a"},
+                                   {"image": "img1.png", "end_image": "img2.png", "prompt": "b", "seed": 9},
+                                   {"image": "img2.png", "loop": True}]}, base_dir=image_dir)
+    assert [s.seed for s in story.shots] == [123, 9, 125]
+    result = render_story(PIPE, story)
+    lengths = [T, T, T - 1]
+    assert result.video.shape[1] == sum(lengths) - 2 and [c.shape[1] for c in result.clips] == lengths
+    assert result.frame_ranges == [(0, T), (T - 1, 2 * T - 1), (2 * T - 2, 3 * T - 3)]
+    assert all(s.frames == T and s.steps == 2 and s.eta == 1.0 for s in result.shots)  # resolved for the sidecar
+    assert torch.equal(render_shot(PIPE, result.shots[1], 32, 32), result.clips[1])
+    start, stop = result.frame_ranges[1]
+    assert torch.equal(result.video[:, start + 1 : stop - 1], result.clips[1][:, 1:-1])  # outside the cross-fades
+
+
+@pytest.mark.parametrize(("shots", "message"), [
+    ([{"prompt": "no image"}], "shot 1: 'image' is required"),
+    ([{"image": "img0.png"}, {"image": "img0.png", "promt": "x"}], "shot 2: unknown field 'promt' (did you mean "
+                                                                   "'prompt'?"),
+    ([{"image": "missing.png"}], "shot 1: 'image' file not found"),
+    ([{"image": "img0.png", "frames": "ten"}], "shot 1: 'frames' must be an integer, got 'ten'"),
+    ([{"image": "img0.png", "eta": 2}], "shot 1: 'eta' must be in [0, 1], got 2"),
+    ([{"image": "img0.png", "loop": "yes"}], "shot 1: 'loop' must be true or false"),
+    ([{"image": "img0.png", "image_attention_scale": "input=x"}], "shot 1: 'image_attention_scale'"),
+    (["img0.png"], "shot 1: a shot is a mapping"),
+])
+def test_bad_scripts_give_one_line_errors_naming_shot_and_field(image_dir, shots, message):
+    with pytest.raises(UserError) as e:
+        parse_story({"shots": shots}, base_dir=image_dir, name="s.yaml")
+    assert message in str(e.value) and str(e.value).startswith("s.yaml: ") and "\n" not in str(e.value)
+
+
+def test_bad_story_keys_and_crossfade(image_dir):
+    with pytest.raises(UserError, match="unknown key 'shot' \\(did you mean 'shots'"):
+        parse_story({"shot": []}, base_dir=image_dir)
+    with pytest.raises(UserError, match="'shots' must be a non-empty list"):
+        parse_story({"shots": []}, base_dir=image_dir)
+    story = parse_story({"crossfade": T, "shots": [{"image": "img0.png"}, {"image": "img1.png"}]}, base_dir=image_dir)
+    with pytest.raises(UserError, match="shot 1: 'frames' gives 4 frames, too few for a crossfade of 4"):
+        render_story(PIPE, story)
+    story = parse_story({"shots": [{"image": "img0.png", "image_attention_scale": {"input_blocks.9.attn2": 1}}]},
+                        base_dir=image_dir)
+    with pytest.raises(UserError, match="shot 1: 'image_attention_scale': the model has no image cross-attention"):
+        render_story(PIPE, story)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measured checks (figures on a trained model; the mechanical parts hold for any weights)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_checks_run_and_their_mechanical_parts_hold():
+    report = interpolation_report(PIPE, IMAGES[0], IMAGES[1], "x", **FAST)
+    assert report.vdg_ends and report.start_error >= 0
+    looped = loop_report(PIPE, IMAGES[0], "x", **FAST)
+    assert looped.frames == T - 1 and looped.seam_step >= 0 and looped.mean_step >= 0
+    sweep = lambda_sweep(PIPE, IMAGES[0], "x", scales=(0.0, 1.0), **FAST)
+    assert sweep.zero_is_context_off and len(sweep.image_error) == 2
+    windows = window_report(PIPE, IMAGES[0], "x", num_frames=8, windows=TemporalWindows(4, 2),
+                            **{**FAST, "num_inference_steps": 1})
+    assert windows.frames == 8 and windows.covered and windows.full_window_is_plain
+    assert windows.windows == [(0, 4), (2, 6), (4, 8)]
