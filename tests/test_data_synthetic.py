@@ -281,9 +281,9 @@ def test_render_scene_is_pure():
 def test_per_clip_frame_strides_scale_the_motion():
     from dynamicrafter.data.synthetic import SyntheticConfig, SyntheticVideoDataset, make_scene
 
-    base = SyntheticConfig(num_clips=300, seed=3, speed_range=(0.006, 0.013), motions=("left", "right", "up", "down"))
-    strided = SyntheticConfig(num_clips=300, seed=3, speed_range=(0.006, 0.013), motions=("left", "right", "up", "down"),
-                              frame_strides=(1, 2, 3), rotation_speed_range=(3.0, 8.0))
+    common = {"num_clips": 300, "seed": 3, "speed_range": (0.006, 0.013), "motions": ("left", "right", "up", "down")}
+    base = SyntheticConfig(**common)
+    strided = SyntheticConfig(**common, frame_strides=(1, 2, 3), rotation_speed_range=(3.0, 8.0))
     rates = {1: [], 2: [], 3: []}
     for clip_id in range(300):
         scene = make_scene(strided, "train", clip_id)

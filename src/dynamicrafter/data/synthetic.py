@@ -99,8 +99,8 @@ GRADIENT_CONTRAST = 70.0
 BACKGROUND_PERIOD = (0.10, 0.22)  # stripe / checker period, fractions of the shorter side
 NOISE_CELLS = 8  # the noise background is bilinear-upsampled from a grid of about this many cells per side
 SPLIT_HASH_SCALE = float(2**64)
-MAX_ROTATION_FRACTION = 0.5
-STRIDE_STREAM = 7  # extra key of the random stream that draws a clip's frame stride  # rotation per frame must stay below this fraction of the shape's symmetry angle
+MAX_ROTATION_FRACTION = 0.5  # rotation per frame must stay below this fraction of the shape's symmetry angle
+STRIDE_STREAM = 7  # extra key of the random stream that draws a clip's frame stride
 
 
 @dataclass
