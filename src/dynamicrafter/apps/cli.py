@@ -7,6 +7,7 @@ The generation commands share ``animate``'s sampling, stream and window options 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _doc(func) -> str:
-    return (func.__doc__ or "").strip()
+    return inspect.cleandoc(func.__doc__ or "")
 
 
 def _prompts(args: argparse.Namespace) -> list[str]:

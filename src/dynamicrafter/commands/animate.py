@@ -22,6 +22,8 @@ EXAMPLES = """examples:
   dynamicrafter animate bear.png --prompt "a brown bear is walking" -o bear.mp4
   dynamicrafter animate bear.png -p "bear walking" -c dynamicrafter_256/model.ckpt --frame-stride 3 -o bear.gif
   dynamicrafter animate prompts/512/ -c dynamicrafter_512/model.ckpt -o results/   # folder + test_prompts.txt
+  dynamicrafter animate bear.png -p "bear walking" --frames 32 --window 16 --window-stride 8 -o long.mp4
+  dynamicrafter animate bear.png -p "bear walking" --image-attention-scale input=0.5,middle=1,output=1 -o b.mp4
 """
 
 

@@ -1,4 +1,6 @@
-"""``dynamicrafter evaluate`` (FVD, KVD, PIC and model-free metrics) and ``dynamicrafter convert-dreamsim``."""
+"""``dynamicrafter evaluate`` (FVD, KVD, PIC and model-free metrics), ``dynamicrafter benchmark`` (the paper's
+UCF-101 / MSR-VTT protocol: sample, generate, evaluate; resumable, sharded with torchrun) and
+``dynamicrafter convert-dreamsim``."""
 
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_evaluate)
 
+    add_benchmark_parser(subparsers)
+
     c = subparsers.add_parser(
         "convert-dreamsim", help="merge an unzipped DreamSim checkpoint into one .safetensors file",
         description="Convert the files DreamSim distributes (unzipped dreamsim_<type>_checkpoint.zip plus the DINO "
@@ -79,6 +83,122 @@ def run_evaluate(args: argparse.Namespace) -> int:
     table = markdown_table(result.metrics).split("\n\n")[0]
     print(table)
     print(f"wrote {args.out / 'metrics.json'}, metrics.md and per_video.csv")
+    return 0
+
+
+BENCHMARK_EXAMPLES = """examples:
+  dynamicrafter benchmark --make-index ucf101 --root UCF-101/ -o ucf101.csv
+  dynamicrafter benchmark --make-index msrvtt --root MSRVTT/ --annotations test_videodatainfo.json -o msrvtt.csv
+  dynamicrafter benchmark --index ucf101.csv --checkpoint dynamicrafter_256_v1/model.ckpt \\
+      --i3d i3d_pretrained_400.pt --dreamsim dreamsim.safetensors -o bench/ucf101
+  torchrun --nproc_per_node 8 -m dynamicrafter.cli benchmark --index ucf101.csv -c model.ckpt -o bench/ucf101
+
+Protocol: NUM_SAMPLES test videos (seeded; with replacement only when the index holds fewer usable videos), from
+each a random NUM_FRAMES-frame clip at FRAME_STRIDE (too-short videos are skipped and counted); the clip's first
+frame is animated with the video's caption. Writes OUT/samples.jsonl, OUT/real/, OUT/inputs/, OUT/generated/ and
+the evaluate outputs (metrics.json, metrics.md, per_video.csv); re-running the same command resumes."""
+
+
+def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
+    from dynamicrafter.commands.common import add_model_options
+    from dynamicrafter.metrics.benchmark import (
+        DEFAULT_FRAME_STRIDE,
+        DEFAULT_NUM_SAMPLES,
+        DEFAULT_RESOLUTION,
+        DEFAULT_SEED,
+        MAKE_INDEX_KINDS,
+        REAL_FORMATS,
+    )
+
+    p = subparsers.add_parser(
+        "benchmark", help="the paper's UCF-101 / MSR-VTT benchmark: sample clips, generate, score (resumable)",
+        description="Sample test clips from a video index, animate their first frames with their captions and score "
+                    "the generated videos (FVD, KVD, PIC, model-free metrics). Every stage resumes after an "
+                    "interruption; under torchrun the work is sharded over the ranks and rank 0 merges. With "
+                    "--make-index, build the index of a UCF-101 or MSR-VTT folder instead.",
+        epilog=BENCHMARK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", type=Path, metavar="INDEX",
+                   help="video index: generic CSV/JSONL (path, caption, fps) or WebVid CSV, e.g. from --make-index")
+    p.add_argument("--root", type=Path, metavar="DIR", help="folder the index's paths are relative to (default: the "
+                                                            "index's folder); with --make-index: the data set folder")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output folder (benchmark) or index file .csv/.jsonl (--make-index)")
+    p.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES,
+                   help=f"clips to generate and score (default {DEFAULT_NUM_SAMPLES})")
+    p.add_argument("--frame-stride", type=int, default=DEFAULT_FRAME_STRIDE,
+                   help=f"stride between the real clip's frames, also the 256 model's fs input; fps-conditioned "
+                        f"models get source fps // stride (default {DEFAULT_FRAME_STRIDE})")
+    p.add_argument("--num-frames", type=int, default=FVD_NUM_FRAMES, help="frames per clip (default 16)")
+    p.add_argument("--resolution", default=str(DEFAULT_RESOLUTION), metavar="SIZE",
+                   help=f"clip and generation size: 256 or HEIGHTxWIDTH (default {DEFAULT_RESOLUTION})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of the sample list, the clip starts, the per-sample generation seeds and the KVD "
+                        f"subsets; with --make-index msrvtt: of the caption choice (default {DEFAULT_SEED})")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: the model's released 50)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: released 7.5)")
+    p.add_argument("--eta", type=float, help="DDIM eta (default: released 1.0)")
+    p.add_argument("--real-format", choices=list(REAL_FORMATS), default="png",
+                   help="how real clips are stored: png (lossless frame folders, default) or mp4")
+    add_model_options(p)
+    m = p.add_argument_group("metrics (weights are local files; a metric without them is skipped with a notice)")
+    m.add_argument("--i3d", metavar="PATH", help=f"I3D weights for FVD/KVD (default: ${ENV_I3D})")
+    m.add_argument("--fvd-preset", default="auto", choices=["auto", *I3D_PRESETS], help="I3D preprocessing lineage")
+    m.add_argument("--dreamsim", metavar="PATH", help=f"DreamSim weights for PIC (default: ${ENV_DREAMSIM})")
+    m.add_argument("--dreamsim-type", choices=list(DREAMSIM_TYPES), help="model in a DreamSim folder")
+    m.add_argument("--batch-size", type=int, default=8, help="clips per I3D batch")
+    m.add_argument("--kvd-subsets", type=int, default=DEFAULT_SUBSETS)
+    m.add_argument("--kvd-subset-size", type=int, default=DEFAULT_SUBSET_SIZE)
+    m.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    i = p.add_argument_group("index builders")
+    i.add_argument("--make-index", choices=list(MAKE_INDEX_KINDS),
+                   help="write the index of a UCF-101 folder (--root UCF-101/) or of MSR-VTT's test videos (--root, "
+                        "--annotations) to -o, then stop")
+    i.add_argument("--annotations", type=Path, metavar="JSON", help="MSR-VTT annotations (test_videodatainfo.json)")
+    i.add_argument("--split-list", type=Path, metavar="TXT",
+                   help="UCF-101: keep only the videos of this list (ucfTrainTestlist/testlist01.txt)")
+    p.set_defaults(func=run_benchmark_command)
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from dynamicrafter.errors import UserError
+    from dynamicrafter.metrics.benchmark import BenchmarkConfig, distributed_context, run_benchmark
+    from dynamicrafter.metrics.evaluate import markdown_table
+
+    if args.make_index:
+        return _make_index(args)
+    if args.index is None:
+        raise UserError("benchmark needs --index INDEX (or --make-index ucf101|msrvtt to build one)")
+    config = BenchmarkConfig(
+        index=args.index, out_dir=args.out, checkpoint=args.checkpoint, model_config=args.config, root=args.root,
+        num_samples=args.num_samples, frame_stride=args.frame_stride, num_frames=args.num_frames,
+        resolution=args.resolution, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
+        eta=args.eta, real_format=args.real_format, device=args.device, dtype=args.dtype,
+        text_encoder=args.text_encoder, image_encoder=args.image_encoder, i3d=args.i3d, fvd_preset=args.fvd_preset,
+        dreamsim=args.dreamsim, dreamsim_type=args.dreamsim_type, batch_size=args.batch_size,
+        kvd_subsets=args.kvd_subsets, kvd_subset_size=args.kvd_subset_size, progress=not args.no_progress)
+    with distributed_context() as dist:
+        result = run_benchmark(config, dist.rank, dist.world_size, local_rank=dist.local_rank, barrier=dist.barrier)
+    if result is not None:
+        print(markdown_table(result.metrics).split("\n\n")[0])
+        print(f"wrote {args.out / 'metrics.json'}, metrics.md and per_video.csv")
+    return 0
+
+
+def _make_index(args: argparse.Namespace) -> int:
+    from dynamicrafter.errors import UserError
+    from dynamicrafter.metrics.benchmark import make_msrvtt_index, make_ucf101_index
+
+    if args.root is None:
+        raise UserError(f"--make-index {args.make_index} needs --root (the data set folder)")
+    if args.out.suffix.lower() not in (".csv", ".jsonl"):
+        raise UserError(f"--make-index writes an index file: give -o a .csv or .jsonl name, got '{args.out}'")
+    if args.make_index == "ucf101":
+        counts = make_ucf101_index(args.root, args.out, args.split_list, progress=not args.no_progress)
+    else:
+        if args.annotations is None:
+            raise UserError("--make-index msrvtt needs --annotations test_videodatainfo.json")
+        counts = make_msrvtt_index(args.root, args.annotations, args.out, args.seed, progress=not args.no_progress)
+    print(f"wrote {args.out}: " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items()))
     return 0
 
 
