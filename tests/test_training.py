@@ -268,6 +268,31 @@ def test_data_stream_positions_and_skips(video_index: Path) -> None:
     assert torch.equal(again["video"], items[0]["video"])  # a (epoch, index) key always gives the same clip
 
 
+def test_image_index_for_stage_i(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dynamicrafter.data.video import ImageCaptionDataset
+
+    for i in range(2):
+        Image.new("RGB", (40, 24), (60 * i, 90, 200)).save(tmp_path / f"im{i}.png")
+    (tmp_path / "images.csv").write_text("path,caption\nim0.png,a blue card\nim1.png,a purple card\n")
+    dataset = build_dataset(str(tmp_path / "images.csv"), DataSettings(1, SIZE))
+    assert isinstance(dataset, ImageCaptionDataset)
+    assert PositionedDataset(dataset, 1)[(0, 1)]["video"].shape == (3, 1, *SIZE)
+    with pytest.raises(UserError, match="stage i"):
+        build_dataset(str(tmp_path / "images.csv"), DataSettings(4, SIZE))
+
+
+def test_released_training_yaml_sets_the_released_hyperparameters() -> None:
+    from dynamicrafter.training.config import training_yaml_overrides
+
+    yaml = Path(__file__).parent / "data" / "official-configs" / "training_512_interp_v1.0.yaml"
+    overrides = training_yaml_overrides(yaml)
+    assert overrides == {"lr": 1e-5, "rand_cond_frame": False, "batch_size": 2, "num_frames": 16, "frame_stride": 6,
+                         "resolution": (320, 512), "random_fs": True, "accumulate_grad_batches": 2,
+                         "gradient_clip_val": 0.5}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------

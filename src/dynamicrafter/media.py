@@ -173,7 +173,9 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float, crf: int) -> None:
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}
             for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                # converting to yuv420p here (not inside the encoder) makes the encoding reproducible byte for byte
+                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+                for packet in stream.encode(video_frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

@@ -578,8 +578,9 @@ def run_benchmark(config: BenchmarkConfig, rank: int = 0, world_size: int = 1, *
         distance = _load_distance(eval_config, device, notices)
     if i3d is None:
         i3d = _load_i3d(eval_config, True, notices)
-    for notice in notices:
-        say(notice)
+    if rank == 0:
+        for notice in notices:
+            log(notice)
 
     # 1. samples (rank 0 draws and writes them; the others read them after the barrier)
     samples = _load_or_make_samples(config, paths, rank == 0, progress, say) if rank == 0 else []

@@ -170,7 +170,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        if self.gradient_checkpointing and torch.is_grad_enabled():  # also frozen blocks in eval mode
             return checkpoint(self._forward, x, context, mask, use_reentrant=False)
         return self._forward(x, context, mask)
 

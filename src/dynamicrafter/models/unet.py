@@ -110,7 +110,7 @@ class ResBlock(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int, use_temporal: bool = True) -> torch.Tensor:
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        if self.gradient_checkpointing and torch.is_grad_enabled():  # also frozen blocks in eval mode
             return checkpoint(self._forward, x, emb, num_frames, use_temporal, use_reentrant=False)
         return self._forward(x, emb, num_frames, use_temporal)
 

@@ -33,7 +33,7 @@ TINY = ModelConfig(
     unet=UNetConfig(
         in_channels=8, out_channels=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
         attention_resolutions=(1, 2, 4), num_head_channels=16, context_dim=WIDTH, dropout=0.0,
-        temporal_length=FRAMES, init_attn_heads=3, image_cross_attention_scale_learnable=True, default_fs=1,
+        temporal_length=FRAMES, init_attn_heads=3, image_cross_attention_scale_learnable=True, default_fs=2,
         image_tokens_per_frame=TOKENS_PER_FRAME, norm_groups=16,  # latents 8 x 8 -> 4 x 4 -> 2 x 2
     ),
     resampler=ResamplerConfig(dim=WIDTH, depth=2, dim_head=16, heads=4, num_queries=TOKENS_PER_FRAME,
@@ -44,7 +44,7 @@ TINY = ModelConfig(
     image_encoder=CLIPVisionConfig(image_size=SIZE, patch_size=8, width=WIDTH, layers=3, heads=4),
     schedule=ScheduleConfig(parameterization="eps"),
     defaults=InferenceDefaults(height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=25, eta=1.0,
-                               guidance_scale=7.5, frame_stride=1, frame_stride_range=(1, 3), save_fps=8.0),
+                               guidance_scale=7.5, frame_stride=2, frame_stride_range=(1, 3), save_fps=8.0),
     fs_condition_type="fs",
 )
 
@@ -56,20 +56,22 @@ def base_t2v_config(config: ModelConfig = TINY) -> ModelConfig:
 
 @dataclass(frozen=True)
 class RecipeBudget:
-    """Optimisation steps and batch sizes of every stage (wall time on a 2-core CPU in the model card)."""
+    """Optimisation steps and batch sizes of every stage (wall times on a 2-core CPU are in the model card)."""
 
-    vae_steps: int = 1500
-    vae_batch: int = 32
-    clip_steps: int = 1200
-    clip_batch: int = 128
-    t2v_steps: int = 3000
-    stage1_steps: int = 600
-    stage2_steps: int = 800
-    stage3_steps: int = 2500
-    video_batch: int = 8
+    vae_steps: int = 1000
+    vae_batch: int = 16
+    clip_steps: int = 800
+    clip_batch: int = 64
+    t2v_steps: int = 1500
+    stage1_steps: int = 400
+    stage2_steps: int = 500
+    stage3_steps: int = 1500
+    video_batch: int = 16
     image_batch: int = 32
     lr: float = 2e-4
     warmup_steps: int = 100
 
 
 DEFAULT_BUDGET = RecipeBudget()
+QUICK_BUDGET = RecipeBudget(vae_steps=3, vae_batch=4, clip_steps=3, clip_batch=8, t2v_steps=2, stage1_steps=2,
+                            stage2_steps=2, stage3_steps=2, video_batch=2, image_batch=2, warmup_steps=1)

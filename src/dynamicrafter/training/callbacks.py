@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ class PeriodicCheckpoint(_EveryNSteps):
         trainer.save_checkpoint(checkpoint_path(self.folder, trainer.global_step), weights_only=False)
         if trainer.is_global_zero and self.keep > 0:
             for _, old in list_checkpoints(self.folder)[: -self.keep]:
-                old.unlink(missing_ok=True)
+                if old.is_dir():  # DeepSpeed writes a checkpoint folder
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._last:
@@ -107,14 +111,30 @@ class SampleVideos(_EveryNSteps):
 
 
 class ExportModel(L.Callback):
-    """At the end: the trained model as ``.safetensors`` for ``DynamiCrafterPipeline.from_checkpoint``."""
+    """At the end: the trained model as ``.safetensors`` for ``DynamiCrafterPipeline.from_checkpoint``.
 
-    def __init__(self, path: Path):
+    Sharded weights (``strategy`` fsdp or deepspeed_stage_3) are gathered first, with every rank taking part;
+    rank 0 writes the file.
+    """
+
+    def __init__(self, path: Path, strategy: str = "auto"):
         self.path = path
+        self.strategy = strategy
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
+        if self.strategy == "fsdp":
+            state = trainer.strategy.lightning_module_state_dict()  # collective: the full state on rank 0
+            if trainer.is_global_zero:
+                pl_module.export_state(state, str(self.path))
+        elif self.strategy == "deepspeed_stage_3":
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(pl_module.parameters()), modifier_rank=None):
+                if trainer.is_global_zero:
+                    pl_module.export(str(self.path))
+        elif trainer.is_global_zero:
             pl_module.export(str(self.path))
+        if trainer.is_global_zero:
             print(f"exported the trained model to {self.path}")
 
 

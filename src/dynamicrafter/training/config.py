@@ -14,13 +14,16 @@ iii        P + spatial layers jointly, with VDG (image latent concatenated with 
 t2v        the whole U-Net from text only (the base text-to-video model)              video clip, text tokens only
 finetune   from a released checkpoint: the full U-Net or spatial-only (+ P)            as stage iii
 =========  =========================================================================  ===========================
+
+Ablations (paper Table 3): ``iii-no-context`` (VDG without the context stream) and ``iii-no-vdg`` (the context
+stream without VDG).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,7 +91,16 @@ STAGE_FINETUNE = StageConfig(
     name="finetune", summary="fine-tuning a released checkpoint (P + spatial, or P + the full U-Net)",
     trainable=("image_proj", "spatial"), vdg=True, needs_init=True, base_in_channels=None)
 
-STAGES: dict[str, StageConfig] = {s.name: s for s in (STAGE_I, STAGE_II, STAGE_III, STAGE_T2V, STAGE_FINETUNE)}
+# The paper's Table 3 ablations, trained like stage iii without one of the two image streams.
+STAGE_III_NO_CONTEXT = StageConfig(
+    name="iii-no-context", summary="ablation: stage iii without the context stream (VDG only, no image tokens)",
+    trainable=("spatial",), vdg=True, image_condition=False, base_in_channels=None)
+STAGE_III_NO_VDG = StageConfig(
+    name="iii-no-vdg", summary="ablation: stage iii without VDG (context stream only, 4 input channels)",
+    trainable=("image_proj", "spatial"), vdg=False, base_in_channels=None)
+
+STAGES: dict[str, StageConfig] = {s.name: s for s in (STAGE_I, STAGE_II, STAGE_III, STAGE_T2V, STAGE_FINETUNE,
+                                                      STAGE_III_NO_CONTEXT, STAGE_III_NO_VDG)}
 FINETUNE_TRAINABLE = {"spatial": ("image_proj", "spatial"), "full": ("image_proj", "spatial", "temporal")}
 
 
@@ -169,7 +181,6 @@ class TrainConfig:
     sample_steps: int = 4
     log_every: int = 10
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored with the run (not used by training)
 
     def __post_init__(self) -> None:
         if self.resolution is not None:

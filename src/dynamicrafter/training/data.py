@@ -2,6 +2,7 @@
 
 ``--data`` may be
 
+* ``latents:FOLDER``: generated clips with their cached VAE posteriors (:mod:`dynamicrafter.data.latents`);
 * ``synthetic:N``: N generated clips (:class:`dynamicrafter.data.synthetic.SyntheticVideoDataset`, rendered in memory);
 * a WebVid CSV (``videoid, page_dir, name``; videos under ``--data-root``) or a generic CSV/JSONL index
   (``path, caption[, fps]``): :class:`dynamicrafter.data.video.VideoClipDataset`;
@@ -33,6 +34,7 @@ from dynamicrafter.errors import UserError
 from dynamicrafter.media import IMAGE_EXTENSIONS
 
 SYNTHETIC_PREFIX = "synthetic:"
+LATENTS_PREFIX = "latents:"
 INDEX_NAMES = ("train.csv", "index.csv", "index.jsonl", "train.jsonl")
 
 
@@ -72,6 +74,10 @@ def _index_holds_images(index: Path) -> bool:
 
 def build_dataset(spec: str, settings: DataSettings) -> Dataset:
     """The data layer's dataset for ``--data`` (see the module docstring)."""
+    if spec.startswith(LATENTS_PREFIX):
+        from dynamicrafter.data.latents import LatentClipDataset
+
+        return LatentClipDataset(spec[len(LATENTS_PREFIX):])
     if spec.startswith(SYNTHETIC_PREFIX):
         from dynamicrafter.data.synthetic import SyntheticConfig, SyntheticVideoDataset
 
@@ -127,8 +133,12 @@ class PositionedDataset(Dataset):
         item = base[index]
         skipped = getattr(base, "skipped_count", 0) - before
         video = item["video"][:, : self.num_frames]  # (c, t, h, w) in [-1, 1]
-        return {"video": video, "caption": str(item["caption"]), "fps": int(item["fps"]),
-                "frame_stride": int(item["frame_stride"]), "path": str(item["path"]), "skipped": skipped}
+        out = {"video": video, "caption": str(item["caption"]), "fps": int(item["fps"]),
+               "frame_stride": int(item["frame_stride"]), "path": str(item["path"]), "skipped": skipped}
+        if "latent_mean" in item:  # cached VAE posterior (dynamicrafter.data.latents)
+            out["latent_mean"] = item["latent_mean"][:, : self.num_frames]
+            out["latent_logvar"] = item["latent_logvar"][:, : self.num_frames]
+        return out
 
 
 def _worker_init(_: int) -> None:
@@ -138,7 +148,7 @@ def _worker_init(_: int) -> None:
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    batch = {
         "video": torch.stack([it["video"] for it in items]),  # (b, c, t, h, w)
         "caption": [it["caption"] for it in items],
         "fps": torch.tensor([it["fps"] for it in items], dtype=torch.long),
@@ -146,6 +156,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "path": [it["path"] for it in items],
         "skipped": torch.tensor([it["skipped"] for it in items], dtype=torch.long),
     }
+    if "latent_mean" in items[0]:
+        batch["latent_mean"] = torch.stack([it["latent_mean"] for it in items])  # (b, c, t, h, w)
+        batch["latent_logvar"] = torch.stack([it["latent_logvar"] for it in items])
+    return batch
 
 
 class StreamSampler(Sampler):

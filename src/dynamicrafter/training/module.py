@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from dynamicrafter.conditioning import Conditioning, build_conditioning, cfg_dropout_masks, vdg_latents
+from dynamicrafter.data.latents import sample_posterior
 from dynamicrafter.diffusion.ddim import ddim_timesteps, sample_ddim
 from dynamicrafter.diffusion.guidance import guided
 from dynamicrafter.errors import CheckpointError
@@ -145,7 +146,11 @@ class DynamiCrafterTraining(L.LightningModule):
     def compute_loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         video = batch["video"].to(self.device, torch.float32)  # (b, 3, t, H, W) in [-1, 1]
         b, _, t = video.shape[:3]
-        z0 = self.encode_video(video, generator)  # (b, 4, t, h, w)
+        if "latent_mean" in batch:  # cached posterior: sample it as the encoder would
+            z0 = sample_posterior(batch["latent_mean"].to(self.device), batch["latent_logvar"].to(self.device),
+                                  self.model.config.vae.scale_factor, generator)  # (b, 4, t, h, w)
+        else:
+            z0 = self.encode_video(video, generator)  # (b, 4, t, h, w)
         # the conditioning frame: random frame of the clip (rand_cond_frame, one index per batch as released)
         cond_index = int(torch.randint(0, t, (1,), generator=generator)) if self.rand_cond_frame else 0
         drop_text = drop_image = None
@@ -309,6 +314,24 @@ class DynamiCrafterTraining(L.LightningModule):
                 save_checkpoint(model, path)
         finally:
             model.config = original
+
+    def export_state(self, state: dict[str, torch.Tensor], path: str) -> None:
+        """Export from a gathered full state dict (sharded strategies: the local weights are shards)."""
+        from dynamicrafter.checkpoint import save_checkpoint
+
+        copy = _rebuilt_from_state(self.model, state)
+        copy.config = replace(copy.config, unet=replace(copy.config.unet, gradient_checkpointing=False))
+        save_checkpoint(copy, path)
+
+
+def _rebuilt_from_state(model: DynamiCrafter, state: dict[str, torch.Tensor]) -> DynamiCrafter:
+    from dynamicrafter.checkpoint import build_empty, materialize_buffers
+
+    copy = build_empty(model.config)
+    copy.load_state_dict({k.removeprefix("model."): v.detach().cpu() for k, v in state.items()}, strict=True,
+                         assign=True)
+    materialize_buffers(copy)
+    return copy
 
 
 def _comparable(config: dict[str, Any]) -> str:

@@ -275,7 +275,7 @@ def build_run(config: TrainConfig, callbacks: list[L.Callback] | None = None, lo
         PeriodicCheckpoint(paths.checkpoints, config.checkpoint_every, config.keep_checkpoints),
         SampleVideos(paths.samples, config.sample_every, data.sample_item() if config.sample_every else {},
                      config.sample_steps, model.config.defaults.save_fps, enabled=sampling and config.sample_every > 0),
-        ExportModel(paths.export),
+        ExportModel(paths.export, config.strategy),
     ]
     if config.progress:
         all_callbacks.append(StepProgressBar(config.max_steps))

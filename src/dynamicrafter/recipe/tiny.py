@@ -1,0 +1,218 @@
+"""``dynamicrafter recipe tiny``: train the project's small DynamiCrafter from nothing, stage by stage, on CPU.
+
+Stages (each resumable: a finished stage is skipped, an interrupted training stage resumes from its checkpoint):
+
+=================  ======================================================================================
+autoencoder        the KL autoencoder (f = 8) on frames of the generated data set (:mod:`.pretrain`)
+clip               the CLIP-style text and image towers, trained together contrastively (:mod:`.pretrain`)
+latents            the VAE posteriors of the training clips, cached (:mod:`dynamicrafter.data.latents`)
+t2v                the base text-to-video model (whole U-Net, text only)     -- the training module, stage t2v
+stage_i            P + image cross-attention on the image model (one frame)  -- stage i
+stage_ii           P + spatial layers on video                               -- stage ii
+stage_iii          P + spatial layers with VDG (the full model)              -- stage iii
+no_context         ablation: VDG without the context stream, same steps      -- stage iii-no-context
+no_vdg_*           ablation: the context stream without VDG, same steps       -- stages i, ii, iii-no-vdg
+=================  ======================================================================================
+
+The wall time of every stage is recorded in ``OUT/timings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from dynamicrafter.checkpoint import load_model, save_checkpoint
+from dynamicrafter.config import ModelConfig
+from dynamicrafter.data.latents import encode_latent_cache
+from dynamicrafter.data.synthetic import SyntheticConfig, SyntheticVideoDataset
+from dynamicrafter.media import atomic_path
+from dynamicrafter.model import DynamiCrafter
+from dynamicrafter.recipe import pretrain
+from dynamicrafter.recipe.config import TINY, RecipeBudget, base_t2v_config
+
+# The generated data set of the recipe: per-clip frame strides 1-3 (the fs input learns "more motion per frame"),
+# base speeds chosen so that stride 3 still fits in the 64 x 64 frame.
+RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=64, width=64, seed=0, speed_range=(0.006, 0.013),
+                              zoom_rate_range=(0.012, 0.02), rotation_speed_range=(3.0, 8.0), frame_strides=(1, 2, 3),
+                              held_out_fraction=0.1, motion_only_fraction=0.2)
+SEED = 0
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    out: Path
+    budget: RecipeBudget
+    ablations: bool = True
+
+
+def _timings(out: Path) -> dict[str, float]:
+    path = out / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record(out: Path, name: str, seconds: float) -> None:
+    timings = _timings(out)
+    timings[name] = round(timings.get(name, 0.0) + seconds, 1)
+    with atomic_path(out / "timings.json") as tmp:
+        tmp.write_text(json.dumps(timings, indent=2))
+
+
+def _stage(out: Path, name: str, done: Path, fn: Callable[[], None]) -> None:
+    """Run ``fn`` unless ``done`` exists; time it."""
+    if done.exists():
+        print(f"[recipe] {name}: done ({done})")
+        return
+    print(f"[recipe] {name}: running")
+    t0 = time.perf_counter()
+    fn()
+    _record(out, name, time.perf_counter() - t0)
+
+
+def _pretrained_model(out: Path) -> DynamiCrafter:
+    """The base model: trained autoencoder and CLIP towers, fresh U-Net and P, the measured latent scale."""
+    vae_state = torch.load(out / "autoencoder" / "weights.pt", map_location="cpu", weights_only=True)
+    clip_state = torch.load(out / "clip" / "weights.pt", map_location="cpu", weights_only=True)
+    scale = json.loads((out / "autoencoder" / "result.json").read_text())["scale_factor"]
+    config = base_t2v_config(replace(TINY, vae=replace(TINY.vae, scale_factor=scale)))
+    config = replace(config, unet=replace(config.unet, image_cross_attention=False))
+    torch.manual_seed(SEED)
+    model = DynamiCrafter(config)
+    model.vae.load_state_dict(vae_state)
+    model.text_encoder.load_state_dict(clip_state["text"])
+    model.image_encoder.load_state_dict(clip_state["image"])
+    return model
+
+
+def run_pretraining(plan: RecipePlan) -> None:
+    out, budget = plan.out, plan.budget
+    data = SyntheticVideoDataset(replace(RECIPE_DATA, num_clips=100_000), "train")  # frames for the encoders
+
+    def autoencoder() -> None:
+        from dynamicrafter.models.vae import VideoVAE
+
+        vae = VideoVAE(TINY.vae)
+        result = pretrain.train_autoencoder(vae, data, budget.vae_steps, budget.vae_batch, 5e-4,
+                                            out / "autoencoder" / "state.pt", SEED)
+        std, psnr = pretrain.latent_std_and_psnr(vae, data)
+        result.update({"latent_std": std, "psnr_db": psnr, "scale_factor": 1.0 / std})
+        torch.save(vae.state_dict(), out / "autoencoder" / "weights.pt")
+        with atomic_path(out / "autoencoder" / "result.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+
+    def clip() -> None:
+        from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder
+
+        text, image = CLIPTextEncoder(TINY.text_encoder), CLIPImageEncoder(TINY.image_encoder)
+        result = pretrain.train_clip_towers(text, image, data, budget.clip_steps, budget.clip_batch, 5e-4,
+                                            out / "clip" / "state.pt", SEED)
+        torch.save({"text": text.state_dict(), "image": image.state_dict()}, out / "clip" / "weights.pt")
+        with atomic_path(out / "clip" / "result.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+
+    (out / "autoencoder").mkdir(parents=True, exist_ok=True)
+    (out / "clip").mkdir(parents=True, exist_ok=True)
+    _stage(out, "autoencoder", out / "autoencoder" / "result.json", autoencoder)
+    _stage(out, "clip", out / "clip" / "result.json", clip)
+
+    def latents() -> None:
+        model = _pretrained_model(out)
+        encode_latent_cache(model.vae, RECIPE_DATA, "train", out / "latents")
+        (out / "latents" / "DONE").write_text("ok\n")
+
+    _stage(out, "latents", out / "latents" / "DONE", latents)
+
+    def base_init() -> None:
+        save_checkpoint(_pretrained_model(out), out / "base_init.safetensors")
+
+    _stage(out, "base_init", out / "base_init.safetensors", base_init)
+
+
+def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int, *, lr: float | None = None,
+                 batch: int | None = None, rand_cond_frame: bool | None = None) -> Path:
+    """One stage through the training module; resumes an interrupted run. Returns its exported model."""
+    from dynamicrafter.training.config import TrainConfig
+    from dynamicrafter.training.trainer import train
+
+    run_dir = plan.out / name
+    export = run_dir / "model.safetensors"
+    if export.is_file():
+        print(f"[recipe] {name}: done ({export})")
+        return export
+    resume = "latest" if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()) else None
+    image_stage = stage == "i"
+    config = TrainConfig(
+        stage=stage, data=f"latents:{plan.out / 'latents'}", init=str(init), run_dir=str(run_dir), resume=resume,
+        batch_size=batch or (plan.budget.image_batch if image_stage else plan.budget.video_batch),
+        num_workers=0, lr=lr or plan.budget.lr, warmup_steps=plan.budget.warmup_steps, max_steps=steps,
+        accumulate_grad_batches=1, gradient_clip_val=1.0, seed=SEED, checkpoint_every=250, keep_checkpoints=1,
+        sample_every=0, log_every=25, uncond_prob=0.05, rand_cond_frame=rand_cond_frame,
+    )
+    print(f"[recipe] {name}: stage {stage}, {steps} steps")
+    t0 = time.perf_counter()
+    train(config, logger="csv")
+    _record(plan.out, name, time.perf_counter() - t0)
+    return export
+
+
+def run_diffusion_stages(plan: RecipePlan) -> dict[str, Path]:
+    b = plan.budget
+    base = plan.out / "base_init.safetensors"
+    t2v = _train_stage(plan, "t2v", "t2v", base, b.t2v_steps, lr=b.lr * 1.5)
+    s1 = _train_stage(plan, "stage_i", "i", t2v, b.stage1_steps)
+    s2 = _train_stage(plan, "stage_ii", "ii", s1, b.stage2_steps)
+    # The conditioning image is the first frame (the paper's stage iii draws a random frame): the small model is used
+    # and measured as "animate from this first frame", so it learns that frame's place in time (model card).
+    s3 = _train_stage(plan, "stage_iii", "iii", s2, b.stage3_steps, rand_cond_frame=False)
+    models = {"full": s3}
+    if plan.ablations:
+        # same optimisation steps as the full model's stages i + ii + iii
+        models["no_context"] = _train_stage(plan, "no_context", "iii-no-context", t2v,
+                                            b.stage1_steps + b.stage2_steps + b.stage3_steps, rand_cond_frame=False)
+        n1 = _train_stage(plan, "no_vdg_i", "i", t2v, b.stage1_steps)
+        n2 = _train_stage(plan, "no_vdg_ii", "ii", n1, b.stage2_steps)
+        models["no_vdg"] = _train_stage(plan, "no_vdg_iii", "iii-no-vdg", n2, b.stage3_steps, rand_cond_frame=False)
+    return models
+
+
+def ship(model_path: Path, destination: Path) -> Path:
+    """Write the trained model as float16 safetensors (the project's default model)."""
+    model = load_model(model_path)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(model, destination, dtype=torch.float16)
+
+
+def run(plan: RecipePlan, ship_to: Path | None = None) -> dict[str, Path]:
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(plan.out / "recipe.json") as tmp:
+        tmp.write_text(json.dumps({"data": asdict(RECIPE_DATA), "budget": asdict(plan.budget),
+                                   "model": TINY.to_dict()}, indent=2, default=str))
+    torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU training several times
+    run_pretraining(plan)
+    models = run_diffusion_stages(plan)
+    if ship_to is not None:
+        shipped = ship(models["full"], ship_to)
+        print(f"[recipe] shipped {shipped} ({shipped.stat().st_size / 2**20:.1f} MiB)")
+    print("[recipe] timings (s):", json.dumps(_timings(plan.out)))
+    return models
+
+
+def variant_config(config: ModelConfig) -> str:
+    """A short description of a trained variant's streams, for reports."""
+    u = config.unet
+    streams = []
+    if u.image_cross_attention:
+        streams.append("context stream")
+    if u.in_channels > u.out_channels:
+        streams.append("VDG")
+    return " + ".join(streams) or "text only"
+
+
+def clean(out: Path) -> None:
+    shutil.rmtree(out, ignore_errors=True)

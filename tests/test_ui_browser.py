@@ -1,0 +1,158 @@
+"""End to end in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright): ``dynamicrafter ui``
+runs as a subprocess on a free local port with a random-weight tiny checkpoint.
+
+Run with ``pytest -m browser``. ``DYNAMICRAFTER_UI_SCREENSHOT=docs/ui-screenshot.png`` also writes the screenshot
+of the animation test there (the README's picture).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dynamicrafter.config import tiny_config
+from dynamicrafter.media import read_video_frames
+from dynamicrafter.ui.app import examples_dir
+from helpers import tiny_checkpoint
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# without the background-networking switches Chromium's own connections are refused on a closed network
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+T = tiny_config().unet.temporal_length  # 4
+STARTUP_SECONDS = 120
+JOB_SECONDS = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``dynamicrafter ui`` in a subprocess; yields its URL and output folder."""
+    folder = tmp_path_factory.mktemp("ui-browser")
+    checkpoint = tiny_checkpoint(folder)
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dynamicrafter.cli", "ui", "-c", str(checkpoint), "--port",
+                             str(port), "--output-dir", str(folder / "out"), "--device", "cpu"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited ({proc.returncode}): {(folder / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the server did not answer within {STARTUP_SECONDS} s")
+        time.sleep(0.5)
+    yield url, folder
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'dynamicrafter[browser]'")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(30_000)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page()
+    page.goto(server[0])
+    page.wait_for_selector("#animate-generate")
+    yield page
+    page.close()
+
+
+def set_number(page, selector: str, value: int) -> None:
+    """Type into a slider's number box (the value is taken when the box loses focus)."""
+    box = page.locator(f"{selector} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def fetch_video(page, selector: str, folder: Path) -> Path:
+    """Download the video shown in ``selector`` the way the browser got it."""
+    video = page.locator(f"{selector} video")
+    video.wait_for(state="attached", timeout=JOB_SECONDS * 1000)
+    src = video.get_attribute("src")
+    assert src, "the video element has no source"
+    path = folder / "downloaded.mp4"
+    with urllib.request.urlopen(urllib.parse.urljoin(page.url, src), timeout=30) as response:
+        path.write_bytes(response.read())
+    return path
+
+
+def test_animate_an_uploaded_image(page, tmp_path):
+    frames = T + 2  # more than the model's temporal length: sliding windows
+    page.locator("#animate-image input[type=file]").set_input_files(str(examples_dir() / "bear.png"))
+    page.locator("#animate-prompt textarea").fill("a brown bear is walking in a zoo enclosure, some rocks around")
+    set_number(page, "#animate-steps", 2)
+    set_number(page, "#animate-frames", frames)
+    page.locator("#animate-generate").click()
+    video = fetch_video(page, "#animate-video", tmp_path)
+    assert read_video_frames(video).shape == (frames, 64, 64, 3)
+    summary = page.locator("#animate-summary")
+    summary.get_by_text(f"{frames} frames, 64x64").wait_for()
+    assert "seed 123" in summary.inner_text()
+    assert page.locator("#animate-seed-used input").input_value() == "123"
+    page.wait_for_timeout(1000)  # let the first frame paint
+    shot = tmp_path / "ui-screenshot.png"
+    page.screenshot(path=str(shot), full_page=False)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("DYNAMICRAFTER_UI_SCREENSHOT"):
+        shutil.copy(shot, os.environ["DYNAMICRAFTER_UI_SCREENSHOT"])
+
+
+def test_a_non_image_upload_shows_the_error_in_the_page(page, tmp_path):
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is not an image")
+    page.locator("#animate-image input[type=file]").set_input_files(str(fake))
+    page.get_by_text("image 'holiday.png' is not an image; upload a PNG, JPEG, WebP or BMP file").wait_for()
+    page.locator("#animate-prompt textarea").fill("anything")
+    page.locator("#animate-generate").click()  # generating with it is refused with the same message
+    page.get_by_text("is not an image").nth(1).wait_for()
+    assert "Traceback" not in page.locator("body").inner_text()
+    assert page.locator("#animate-video video").count() == 0
+
+
+def test_loop_with_an_empty_prompt_warns_and_drops_the_closing_frame(page, tmp_path):
+    page.get_by_role("tab", name="Interpolate / Loop").click()
+    page.locator("#interpolate-first input[type=file]").set_input_files(str(examples_dir() / "loop_beach.png"))
+    set_number(page, "#interpolate-steps", 2)
+    page.locator("#loop-generate").click()
+    page.get_by_text("the prompt is empty").wait_for()
+    video = fetch_video(page, "#interpolate-video", tmp_path)
+    assert read_video_frames(video).shape[0] == T - 1
