@@ -38,6 +38,8 @@ def test_timestep_spacings():
     trailing = ddim_timesteps(50, "uniform_trailing")
     assert trailing[-1] == 999 and trailing[0] == 19 and len(trailing) == 50
     assert ddim_timesteps(3, "uniform_trailing") == [332, 666, 999]
+    assert ddim_timesteps(3, "uniform") == [1, 334, 667]  # 1000 would be past the schedule
+    assert all(max(ddim_timesteps(s)) < 1000 for s in range(1, 200))
     with pytest.raises(ConfigError):
         ddim_timesteps(10, "karras")
     with pytest.raises(ConfigError):

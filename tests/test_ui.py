@@ -242,11 +242,15 @@ def test_api_endpoints_through_gradio_client(server, images, tmp_path):
     assert {"/animate", "/interpolate", "/loop", "/storyboard"} <= set(api["named_endpoints"])
     video, download, seed, summary = client.predict(image=handle_file(str(images[0])), prompt="a bear", steps=2,
                                                     frames=T + 2, seed=5, api_name="/animate")
-    assert read_video_frames(video).shape == (T + 2, 64, 64, 3) and seed == 5 and f"{T + 2} frames" in summary
+    assert read_video_frames(video).shape == (T + 2, 64, 64, 3) and seed == "5" and f"{T + 2} frames" in summary
     assert read_video_frames(download).shape[0] == T + 2
     video, *_ = client.predict(first_image=handle_file(str(images[1])), last_image=None, prompt="", steps=2,
                                api_name="/loop")
     assert read_video_frames(video).shape[0] == T - 1
+    video, *_ = client.predict(shot1_image=handle_file(str(images[0])), shot1_prompt="a", shot2_image=None,
+                               shot2_prompt="", shot3_image=handle_file(str(images[1])), shot3_prompt="b",
+                               shot4_image=None, shot4_prompt="", crossfade=1, steps=2, api_name="/storyboard")
+    assert read_video_frames(video).shape[0] == 2 * T - 1
     not_image = tmp_path / "notes.png"
     not_image.write_text("hello")
     with pytest.raises(AppError, match="image 'notes.png' is not an image"):

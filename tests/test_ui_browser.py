@@ -13,13 +13,13 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from dynamicrafter.config import tiny_config
 from dynamicrafter.media import read_video_frames
-from dynamicrafter.ui.app import examples_dir
 from helpers import tiny_checkpoint
 
 pytestmark = pytest.mark.browser
@@ -29,6 +29,8 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 T = tiny_config().unet.temporal_length  # 4
+EXAMPLES = Path(str(resources.files("dynamicrafter") / "assets" / "examples"))  # images shipped with the package
+MAX_PIXELS = 200_000  # the server's --max-image-pixels: campfire.png (512x320) passes, guitar.jpg (512x512) not
 STARTUP_SECONDS = 120
 JOB_SECONDS = 180
 
@@ -47,7 +49,8 @@ def server(tmp_path_factory):
     port = free_port()
     log = open(folder / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dynamicrafter.cli", "ui", "-c", str(checkpoint), "--port",
-                             str(port), "--output-dir", str(folder / "out"), "--device", "cpu"],
+                             str(port), "--output-dir", str(folder / "out"), "--device", "cpu",
+                             "--max-image-pixels", str(MAX_PIXELS)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -75,9 +78,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'dynamicrafter[browser]'")
+    # these tests run only when selected (-m browser): a missing prerequisite is a failure, not a skip
+    try:
+        import gradio  # noqa: F401
+        from playwright import sync_api
+    except ImportError as e:
+        pytest.fail(f"browser tests need the ui and browser extras ({e}): pip install -e '.[browser]'")
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium chromium-driver")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
@@ -117,8 +125,8 @@ def fetch_video(page, selector: str, folder: Path) -> Path:
 
 def test_animate_an_uploaded_image(page, tmp_path):
     frames = T + 2  # more than the model's temporal length: sliding windows
-    page.locator("#animate-image input[type=file]").set_input_files(str(examples_dir() / "bear.png"))
-    page.locator("#animate-prompt textarea").fill("a brown bear is walking in a zoo enclosure, some rocks around")
+    page.locator("#animate-image input[type=file]").set_input_files(str(EXAMPLES / "campfire.png"))
+    page.locator("#animate-prompt textarea").fill("a bonfire is lit in the middle of a field")
     set_number(page, "#animate-steps", 2)
     set_number(page, "#animate-frames", frames)
     page.locator("#animate-generate").click()
@@ -127,7 +135,7 @@ def test_animate_an_uploaded_image(page, tmp_path):
     summary = page.locator("#animate-summary")
     summary.get_by_text(f"{frames} frames, 64x64").wait_for()
     assert "seed 123" in summary.inner_text()
-    assert page.locator("#animate-seed-used input").input_value() == "123"
+    assert page.locator("#animate-seed-used textarea").input_value() == "123"
     page.wait_for_timeout(1000)  # let the first frame paint
     shot = tmp_path / "ui-screenshot.png"
     page.screenshot(path=str(shot), full_page=False)
@@ -148,9 +156,14 @@ def test_a_non_image_upload_shows_the_error_in_the_page(page, tmp_path):
     assert page.locator("#animate-video video").count() == 0
 
 
+def test_an_image_over_the_pixel_limit_is_refused_in_the_page(page):
+    page.locator("#animate-image input[type=file]").set_input_files(str(EXAMPLES / "guitar.jpg"))
+    page.get_by_text(f"image 'guitar.jpg' is 512x512 = 262,144 pixels, over the limit of {MAX_PIXELS:,}").wait_for()
+
+
 def test_loop_with_an_empty_prompt_warns_and_drops_the_closing_frame(page, tmp_path):
     page.get_by_role("tab", name="Interpolate / Loop").click()
-    page.locator("#interpolate-first input[type=file]").set_input_files(str(examples_dir() / "loop_beach.png"))
+    page.locator("#interpolate-first input[type=file]").set_input_files(str(EXAMPLES / "loop_beach.png"))
     set_number(page, "#interpolate-steps", 2)
     page.locator("#loop-generate").click()
     page.get_by_text("the prompt is empty").wait_for()

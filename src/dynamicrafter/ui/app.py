@@ -31,11 +31,11 @@ MODEL_QUEUE = "model"  # concurrency id shared by every generation event: one jo
 # system fonts only: the app works on machines without internet access
 THEME_FONTS = {"font": ["ui-sans-serif", "system-ui", "sans-serif"], "font_mono": ["ui-monospace", "monospace"]}
 IMAGE_HEIGHT = 288  # pixels, inputs and results alike
-CSS = "#queue-status {text-align: right} .shot-slot {min-width: 180px}"
+CSS = "#queue-status {text-align: right}"
 
 PROGRESS = gr.Progress()  # marks a handler's progress parameter; Gradio passes a fresh tracker to every event
 F = TypeVar("F", bound=Callable[..., Any])
-Outputs = tuple[str, str, int, str]  # video, download file, seed used, summary
+Outputs = tuple[str, str, str, str]  # video, download file, seed used, summary
 
 
 def examples_dir() -> Path:
@@ -86,7 +86,7 @@ def progress_reporter(progress: gr.Progress) -> Callable[[int, int], None]:
 
 
 def outputs(result: JobResult) -> Outputs:
-    return str(result.video), str(result.video), result.seed, result.summary()
+    return str(result.video), str(result.video), str(result.seed), result.summary()
 
 
 @dataclass
@@ -106,7 +106,7 @@ class SettingInputs:
 class ResultOutputs:
     video: gr.Video
     download: gr.DownloadButton
-    seed: gr.Number
+    seed: gr.Textbox
     summary: gr.Markdown
 
     @property
@@ -136,14 +136,13 @@ def result_outputs(tab: str) -> ResultOutputs:
     video = gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=IMAGE_HEIGHT,
                      elem_id=f"{tab}-video")
     download = gr.DownloadButton("Download video", elem_id=f"{tab}-download")
-    with gr.Row():
-        seed = gr.Number(None, label="Seed used", precision=0, interactive=False, elem_id=f"{tab}-seed-used")
+    seed = gr.Textbox(label="Seed used", interactive=False, elem_id=f"{tab}-seed-used")
     summary = gr.Markdown(label="Summary", elem_id=f"{tab}-summary")
     return ResultOutputs(video, download, seed, summary)
 
 
-def image_input(label: str, elem_id: str) -> gr.Image:
-    return gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], height=IMAGE_HEIGHT, elem_id=elem_id)
+def image_input(label: str, elem_id: str, height: int = IMAGE_HEIGHT) -> gr.Image:
+    return gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], height=height, elem_id=elem_id)
 
 
 def check_on_upload(image: gr.Image, service: ModelService, what: str) -> None:
@@ -288,8 +287,8 @@ def build_app(service: ModelService) -> gr.Blocks:
             slots: list[gr.components.Component] = []
             with gr.Row():
                 for k in range(1, STORYBOARD_SHOTS + 1):
-                    with gr.Column(elem_classes="shot-slot"):
-                        shot_image = image_input(f"Shot {k}", f"shot{k}-image")
+                    with gr.Column(min_width=200):
+                        shot_image = image_input(f"Shot {k}", f"shot{k}-image", height=200)
                         shot_prompt = gr.Textbox(label=f"Shot {k} prompt", lines=2, elem_id=f"shot{k}-prompt")
                         check_on_upload(shot_image, service, f"shot {k} image")
                         slots += [shot_image, shot_prompt]
