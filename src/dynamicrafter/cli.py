@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    # tiny activations (small models, late sampling steps) would otherwise fall into slow denormal arithmetic on CPU
+    torch.set_flush_denormal(True)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

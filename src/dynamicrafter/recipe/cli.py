@@ -28,14 +28,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--clips-per-motion", type=int, default=10)
     report.add_argument("--steps", type=int, default=25)
     report.add_argument("--quick", action="store_true", help="2 clips per motion, 3 steps (smoke test)")
+    report.add_argument("--card", help="also write the model card of the shipped model to this path")
+    report.add_argument("--weights", default="src/dynamicrafter/weights/dynamicrafter_tiny.safetensors",
+                        help="the shipped weights described by --card")
     report.set_defaults(func=run_report)
 
 
 def run_tiny(args: argparse.Namespace) -> int:
-    from dynamicrafter.recipe.config import DEFAULT_BUDGET, QUICK_BUDGET
-    from dynamicrafter.recipe.tiny import RecipePlan, run
+    from dataclasses import replace
 
-    plan = RecipePlan(Path(args.out), QUICK_BUDGET if args.quick else DEFAULT_BUDGET, not args.no_ablations)
+    from dynamicrafter.recipe.config import DEFAULT_BUDGET, QUICK_BUDGET
+    from dynamicrafter.recipe.tiny import RECIPE_DATA, RecipePlan, run
+
+    data = replace(RECIPE_DATA, num_clips=16) if args.quick else RECIPE_DATA
+    plan = RecipePlan(Path(args.out), QUICK_BUDGET if args.quick else DEFAULT_BUDGET, not args.no_ablations, data)
     run(plan, Path(args.ship) if args.ship else None)
     return 0
 
@@ -45,4 +51,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     write_report(Path(args.out), Path(args.output), clips_per_motion=2 if args.quick else args.clips_per_motion,
                  steps=3 if args.quick else args.steps)
+    if args.card:
+        from dynamicrafter.recipe.card import write_card
+
+        print(f"wrote {write_card(Path(args.out), Path(args.output), Path(args.weights), Path(args.card))}")
     return 0

@@ -58,7 +58,7 @@ def base_t2v_config(config: ModelConfig = TINY) -> ModelConfig:
 class RecipeBudget:
     """Optimisation steps and batch sizes of every stage (wall times on a 2-core CPU are in the model card)."""
 
-    vae_steps: int = 1000
+    vae_steps: int = 4000
     vae_batch: int = 16
     clip_steps: int = 800
     clip_batch: int = 64
@@ -66,12 +66,15 @@ class RecipeBudget:
     stage1_steps: int = 400
     stage2_steps: int = 500
     stage3_steps: int = 1500
+    multi_steps: int = 800
     video_batch: int = 16
     image_batch: int = 32
     lr: float = 2e-4
+    vae_lr: float = 1e-3
     warmup_steps: int = 100
 
 
 DEFAULT_BUDGET = RecipeBudget()
 QUICK_BUDGET = RecipeBudget(vae_steps=3, vae_batch=4, clip_steps=3, clip_batch=8, t2v_steps=2, stage1_steps=2,
-                            stage2_steps=2, stage3_steps=2, video_batch=2, image_batch=2, warmup_steps=1)
+                            stage2_steps=2, stage3_steps=2, multi_steps=2, video_batch=2, image_batch=2,
+                            warmup_steps=1)

@@ -10,6 +10,7 @@ t2v                the base text-to-video model (whole U-Net, text only)     -- 
 stage_i            P + image cross-attention on the image model (one frame)  -- stage i
 stage_ii           P + spatial layers on video                               -- stage ii
 stage_iii          P + spatial layers with VDG (the full model)              -- stage iii
+stage_iii_multi    stage iii continued, half of the samples interpolation   -- stage iii, interp_fraction 0.5
 no_context         ablation: VDG without the context stream, same steps      -- stage iii-no-context
 no_vdg_*           ablation: the context stream without VDG, same steps       -- stages i, ii, iii-no-vdg
 =================  ======================================================================================
@@ -23,7 +24,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +51,7 @@ class RecipePlan:
     out: Path
     budget: RecipeBudget
     ablations: bool = True
+    data: SyntheticConfig = field(default_factory=lambda: RECIPE_DATA)
 
 
 def _timings(out: Path) -> dict[str, float]:
@@ -92,13 +94,13 @@ def _pretrained_model(out: Path) -> DynamiCrafter:
 
 def run_pretraining(plan: RecipePlan) -> None:
     out, budget = plan.out, plan.budget
-    data = SyntheticVideoDataset(replace(RECIPE_DATA, num_clips=100_000), "train")  # frames for the encoders
+    data = SyntheticVideoDataset(replace(plan.data, num_clips=100_000), "train")  # frames for the encoders
 
     def autoencoder() -> None:
         from dynamicrafter.models.vae import VideoVAE
 
         vae = VideoVAE(TINY.vae)
-        result = pretrain.train_autoencoder(vae, data, budget.vae_steps, budget.vae_batch, 5e-4,
+        result = pretrain.train_autoencoder(vae, data, budget.vae_steps, budget.vae_batch, budget.vae_lr,
                                             out / "autoencoder" / "state.pt", SEED)
         std, psnr = pretrain.latent_std_and_psnr(vae, data)
         result.update({"latent_std": std, "psnr_db": psnr, "scale_factor": 1.0 / std})
@@ -123,7 +125,7 @@ def run_pretraining(plan: RecipePlan) -> None:
 
     def latents() -> None:
         model = _pretrained_model(out)
-        encode_latent_cache(model.vae, RECIPE_DATA, "train", out / "latents")
+        encode_latent_cache(model.vae, plan.data, "train", out / "latents")
         (out / "latents" / "DONE").write_text("ok\n")
 
     _stage(out, "latents", out / "latents" / "DONE", latents)
@@ -135,7 +137,8 @@ def run_pretraining(plan: RecipePlan) -> None:
 
 
 def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int, *, lr: float | None = None,
-                 batch: int | None = None, rand_cond_frame: bool | None = None) -> Path:
+                 batch: int | None = None, rand_cond_frame: bool | None = None, interp_fraction: float = 0.0
+                 ) -> Path:
     """One stage through the training module; resumes an interrupted run. Returns its exported model."""
     from dynamicrafter.training.config import TrainConfig
     from dynamicrafter.training.trainer import train
@@ -153,6 +156,7 @@ def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int
         num_workers=0, lr=lr or plan.budget.lr, warmup_steps=plan.budget.warmup_steps, max_steps=steps,
         accumulate_grad_batches=1, gradient_clip_val=1.0, seed=SEED, checkpoint_every=250, keep_checkpoints=1,
         sample_every=0, log_every=25, uncond_prob=0.05, rand_cond_frame=rand_cond_frame,
+        interp_fraction=interp_fraction,
     )
     print(f"[recipe] {name}: stage {stage}, {steps} steps")
     t0 = time.perf_counter()
@@ -170,7 +174,12 @@ def run_diffusion_stages(plan: RecipePlan) -> dict[str, Path]:
     # The conditioning image is the first frame (the paper's stage iii draws a random frame): the small model is used
     # and measured as "animate from this first frame", so it learns that frame's place in time (model card).
     s3 = _train_stage(plan, "stage_iii", "iii", s2, b.stage3_steps, rand_cond_frame=False)
-    models = {"full": s3}
+    # The shipped model continues stage iii with half of the samples in interpolation mode (first + last frame in
+    # VDG, zeros between), so that one small model animates, interpolates and loops (the released code has a
+    # separate interpolation checkpoint).
+    multi = _train_stage(plan, "stage_iii_multi", "iii", s3, b.multi_steps, rand_cond_frame=False,
+                         interp_fraction=0.5)
+    models = {"full": s3, "shipped": multi}
     if plan.ablations:
         # same optimisation steps as the full model's stages i + ii + iii
         models["no_context"] = _train_stage(plan, "no_context", "iii-no-context", t2v,
@@ -197,7 +206,7 @@ def run(plan: RecipePlan, ship_to: Path | None = None) -> dict[str, Path]:
     run_pretraining(plan)
     models = run_diffusion_stages(plan)
     if ship_to is not None:
-        shipped = ship(models["full"], ship_to)
+        shipped = ship(models["shipped"], ship_to)
         print(f"[recipe] shipped {shipped} ({shipped.stat().st_size / 2**20:.1f} MiB)")
     print("[recipe] timings (s):", json.dumps(_timings(plan.out)))
     return models

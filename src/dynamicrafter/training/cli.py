@@ -46,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="U-Net input channels (4: no VDG; 8: VDG, zeros before stage iii); default: per stage")
     g.add_argument("--interp", action=argparse.BooleanOptionalAction, default=None,
                    help="interpolation / looping mode: first + last frame latents in VDG (default: the model's)")
+    g.add_argument("--interp-fraction", type=float,
+                   help="fraction of samples trained with first + last frame VDG (one model for animation and "
+                        "interpolation / loops; default 0)")
     g.add_argument("--rand-cond-frame", action=argparse.BooleanOptionalAction, default=None,
                    help="condition on a random frame of the clip (default: on, off for interpolation and stage i)")
     g.add_argument("--uncond-prob", type=float, help="CFG dropout probability per case (released 0.05)")

@@ -148,6 +148,8 @@ class TrainConfig:
     in_channels: int | None = None  # U-Net input: 4 (no VDG) or 8; None: 4 for a new model of stages i / ii / t2v,
     #                                 the config's for iii / finetune, the checkpoint's with --init (iii expands to 8)
     interp: bool | None = None  # interpolation / looping VDG (first + last frame); None: the model config's
+    interp_fraction: float = 0.0  # otherwise: this fraction of the samples (drawn per sample) gets the first + last
+    #                               frame VDG, the rest the conditioning frame (one model animates and interpolates)
     rand_cond_frame: bool | None = None  # None: the stage's (released: true, false for interpolation)
     uncond_prob: float | None = None  # CFG dropout probability per case; None: the model config's (0.05)
     # data
@@ -203,6 +205,7 @@ class TrainConfig:
             (self.devices >= 1 and self.num_nodes >= 1, "--devices and --num-nodes must be >= 1"),
             (self.num_frames is None or self.num_frames >= 1, f"--frames must be >= 1, got {self.num_frames}"),
             (self.in_channels in (None, 4, 8), f"--in-channels must be 4 or 8, got {self.in_channels}"),
+            (0.0 <= self.interp_fraction <= 1.0, f"--interp-fraction must be in [0, 1], got {self.interp_fraction}"),
             (self.uncond_prob is None or 0.0 <= self.uncond_prob <= 1.0 / 3.0,
              f"uncond_prob must be in [0, 1/3] (three dropout cases), got {self.uncond_prob}"),
         ]
@@ -220,7 +223,7 @@ class TrainConfig:
 
 # Fields that must not change when a run is resumed (they change what is trained or the data order).
 RESUME_FIXED_FIELDS = ("stage", "finetune_trainable", "data", "batch_size", "seed", "num_frames", "resolution",
-                       "interp", "accumulate_grad_batches")
+                       "interp", "interp_fraction", "accumulate_grad_batches")
 
 
 def training_yaml_overrides(path: str | Path) -> dict[str, Any]:

@@ -104,17 +104,25 @@ class DynamiCrafterTraining(L.LightningModule):
         key = "fps" if self.model.config.fs_condition_type == "fps" else "frame_stride"
         return batch[key].to(self.device, torch.long)
 
-    def vdg_input(self, z0: torch.Tensor, cond_index: int) -> torch.Tensor | None:
-        """The VDG latents concatenated with the noise (None for a 4-channel U-Net; zeros before stage iii)."""
+    def vdg_input(self, z0: torch.Tensor, cond_index: int, interp_mask: torch.Tensor | None = None
+                  ) -> torch.Tensor | None:
+        """The VDG latents concatenated with the noise (None for a 4-channel U-Net; zeros before stage iii).
+
+        ``interp_mask`` (b,) bool selects the samples that get the first + last frame (``interp_fraction``).
+        """
         unet = self.model.config.unet
         if unet.in_channels == unet.out_channels:
             return None
         t = z0.shape[2]
         if not self.stage.vdg:
             return torch.zeros_like(z0)
+        first_last = vdg_latents(z0[:, :, [0, t - 1]], t, interp=True)  # first + last frame, zeros between
         if self.interp:
-            return vdg_latents(z0[:, :, [0, t - 1]], t, interp=True)  # first + last frame, zeros between
-        return vdg_latents(z0[:, :, cond_index : cond_index + 1], t)  # the conditioning frame, repeated
+            return first_last
+        repeated = vdg_latents(z0[:, :, cond_index : cond_index + 1], t)  # the conditioning frame, repeated
+        if interp_mask is None or not bool(interp_mask.any()):
+            return repeated
+        return torch.where(interp_mask.view(-1, 1, 1, 1, 1).to(z0.device), first_last, repeated)
 
     def conditioning(self, prompts: list[str], images: torch.Tensor, fs: torch.Tensor, concat: torch.Tensor | None,
                      drop_text: torch.Tensor | None = None, drop_image: torch.Tensor | None = None) -> Conditioning:
@@ -156,8 +164,11 @@ class DynamiCrafterTraining(L.LightningModule):
         drop_text = drop_image = None
         if self.uncond_prob > 0:
             drop_text, drop_image = cfg_dropout_masks(b, self.uncond_prob, generator, self.device)
+        interp_mask = None
+        if self.config.interp_fraction > 0 and not self.interp:
+            interp_mask = torch.rand(b, generator=generator) < self.config.interp_fraction
         cond = self.conditioning(list(batch["caption"]), video[:, :, cond_index], self.fs_of(batch),
-                                 self.vdg_input(z0, cond_index), drop_text, drop_image)
+                                 self.vdg_input(z0, cond_index, interp_mask), drop_text, drop_image)
         return self.diffusion_loss(z0, cond, generator)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

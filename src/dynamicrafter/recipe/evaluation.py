@@ -1,0 +1,83 @@
+"""``dynamicrafter recipe report``: the held-out evaluation of the recipe's models, written as REPORT.md +
+figure.png + results.json (see :mod:`.report` for the measures)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dynamicrafter.errors import UserError
+from dynamicrafter.pipeline import DynamiCrafterPipeline
+from dynamicrafter.recipe import report as R
+from dynamicrafter.recipe.tiny import RECIPE_DATA, variant_config
+
+# report name -> the recipe's run folder; "full" and the two ablations had the same optimisation steps
+VARIANTS = {"full": "stage_iii", "no context stream": "no_context", "no VDG": "no_vdg_iii",
+            "shipped (full + interpolation steps)": "stage_iii_multi"}
+
+
+def _pipe(path: Path) -> DynamiCrafterPipeline:
+    pipe = DynamiCrafterPipeline.from_checkpoint(path, device="cpu", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25) -> Path:
+    torch.set_flush_denormal(True)
+    models = {name: run / folder / "model.safetensors" for name, folder in VARIANTS.items()}
+    missing = [str(p) for p in models.values() if not p.is_file()]
+    if not models["full"].is_file():
+        raise UserError(f"no trained model in '{run}': run `dynamicrafter recipe tiny --out {run}` first")
+    settings = R.EvalSettings(clips_per_motion=clips_per_motion, steps=steps)
+    output.mkdir(parents=True, exist_ok=True)
+    clips = R.held_out_clips(RECIPE_DATA, clips_per_motion)
+    gt = R.ground_truth_accuracy(clips)
+
+    results, sheets, variant_notes = [], [], []
+    examples = [clips[i * clips_per_motion] for i in range(len(RECIPE_DATA.motions))]  # one clip per motion
+    for name, path in models.items():
+        if not path.is_file():
+            continue
+        pipe = _pipe(path)
+        variant_notes.append(f"* {name}: `{path}` ({variant_config(pipe.config)})")
+        results.append(R.evaluate_variant(name, pipe, clips, settings))
+        for clip in examples[:3] if name in ("no context stream", "no VDG") else []:
+            sheets.append((f"{name}: {clip.scene.caption}", R.generate(pipe, clip, settings)))
+    full = _pipe(models["full"])
+    for clip in examples:
+        sheets.insert(0, (f"input + real: {clip.scene.caption}", clip.frames))
+        sheets.insert(1, (f"full model: {clip.scene.caption}", R.generate(full, clip, settings)))
+
+    sweep_clips = [c for i, c in enumerate(clips) if i % clips_per_motion < settings.sweep_clips_per_motion]
+    lambda_rows = R.sweep(full, sweep_clips, settings, "lambda", settings.lambdas)
+    stride_rows = R.sweep(full, sweep_clips, settings, "frame_stride", tuple(float(s) for s in settings.strides))
+
+    lambdas = full.model.unet.image_attention_lambdas()
+    lambda_line = ("Learned lambda = tanh(alpha) + 1 per layer (paper Fig. 2 left): " + ", ".join(
+        f"{name.split('.transformer_blocks')[0]} {value:.2f}" for name, value in lambdas.items()))
+    notes = "\n".join(["Variants:", *variant_notes, "", lambda_line,
+                       *(["", f"Not evaluated (missing): {', '.join(missing)}"] if missing else [])])
+    markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(RECIPE_DATA.motions), notes)
+    markdown += "\n![sample frames](figure.png)\n\nFigure: frames 0, 5, 10, 15 of each video.\n"
+    (output / "REPORT.md").write_text(markdown)
+    R.contact_sheet(sheets, output / "figure.png")
+    R.save_json({"settings": asdict(settings), "ground_truth_classifier_accuracy": gt,
+                 "variants": [{"name": r.name, "accuracy": r.accuracy, "seconds_per_video": r.seconds_per_video,
+                               "per_motion": r.per_motion_accuracy(),
+                               "means": {k: r.mean(k) for k in ("conformity", "first_psnr", "first_ssim", "flicker",
+                                                                "motion_magnitude")},
+                               "scores": [asdict(s) for s in r.scores]} for r in results],
+                 "lambda_sweep": lambda_rows, "stride_sweep": stride_rows, "learned_lambdas": lambdas},
+                output / "results.json")
+    print(markdown)
+    return output / "REPORT.md"
+
+
+def summary(path: Path) -> dict[str, float]:
+    """Accuracy per variant from a results.json (for the model card)."""
+    data = json.loads(path.read_text())
+    return {v["name"]: float(np.round(v["accuracy"], 3)) for v in data["variants"]}
