@@ -11,7 +11,7 @@ from dynamicrafter.media import atomic_path
 from dynamicrafter.model import COMPONENTS
 
 STAGE_ROWS = (
-    ("autoencoder", "KL autoencoder (f = 8), L1 + L2 + KL on frames", "vae_steps", "vae_batch"),
+    ("autoencoder", "KL autoencoder (f = 4), L1 + L2 + KL on frames", "vae_steps", "vae_batch"),
     ("clip", "text + image towers, contrastive (CLIP InfoNCE)", "clip_steps", "clip_batch"),
     ("latents", "VAE posteriors of the training clips cached", None, None),
     ("t2v", "base text-to-video model, whole U-Net, text only", "t2v_steps", "video_batch"),
@@ -55,7 +55,7 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         "",
         "## What it does",
         "",
-        "Animates 64 x 64 images of simple scenes (an object of one of 8 shapes, 8 colours and 4 textures on one of "
+        "Animates 32 x 32 images of simple scenes (an object of one of 8 shapes, 8 colours and 4 textures on one of "
         "5 backgrounds, up to 2 still distractors) into 16-frame videos following the prompt's motion: left, right, "
         "up, down, zoom in / out (the object grows / shrinks), rotate clockwise / counter-clockwise, still. "
         "`--frame-stride` 1-3 scales the motion per frame (trained on clips sampled at strides 1-3). It also "
@@ -69,16 +69,16 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         f"| 3D U-Net | {params['unet'] / 1e6:.2f} M | model_channels 32, mult (1, 2, 2), 1 res block, attention at all "
         f"levels, temporal convs + temporal attention, dual cross-attention with learned lambda, fs embedding, eps |",
         f"| P (query transformer) | {params['image_proj'] / 1e6:.2f} M | 4 queries per frame x 16 frames, depth 2 |",
-        f"| VAE | {params['vae'] / 1e6:.2f} M | KL autoencoder, f = 8, 4 latent channels, scale "
+        f"| VAE | {params['vae'] / 1e6:.2f} M | KL autoencoder, f = 4, 4 latent channels, scale "
         f"{vae['scale_factor']:.4f} |",
         f"| CLIP text | {params['text_encoder'] / 1e6:.2f} M | width 64, 3 blocks (2 read: penultimate + "
         f"final LayerNorm), the CLIP BPE vocabulary |",
-        f"| CLIP image | {params['image_encoder'] / 1e6:.2f} M | 64 px, patch 8, width 64, 3 blocks, all 65 tokens |",
+        f"| CLIP image | {params['image_encoder'] / 1e6:.2f} M | 32 px, patch 4, width 64, 3 blocks, all 65 tokens |",
         "",
         "## Data",
         "",
         f"`dynamicrafter.recipe.tiny.RECIPE_DATA`: {recipe['data']['num_clips']} training clips (seed "
-        f"{recipe['data']['seed']}, split `train`, 64 x 64, 16 frames, frame strides "
+        f"{recipe['data']['seed']}, split `train`, 32 x 32, 16 frames, frame strides "
         f"{tuple(recipe['data']['frame_strides'])}), captions in varied wording naming the scene and the motion, "
         f"{recipe['data']['motion_only_fraction']:.0%} naming only the motion. Evaluation uses the disjoint "
         f"held-out split `test`.",

@@ -24,7 +24,7 @@ MOVING_THRESHOLD = 0.25  # pixels per frame pair (at FLOW_SIZE): slower pixels d
 # Typical clip-level displacements (pixels at FLOW_SIZE) of each kind of motion in the generated data set; the class
 # is the kind with the largest displacement relative to its typical value, or "still" when all stay below
 # STILL_FRACTION of it (calibrated on ground-truth clips, see the recipe report).
-TYPICAL_DISPLACEMENT = {"translation": 20.0, "zoom": 5.0, "rotation": 10.0}
+TYPICAL_DISPLACEMENT = {"translation": 20.0, "zoom": 4.0, "rotation": 10.0}
 STILL_FRACTION = 0.3
 MIN_MOVING_PIXELS = 12
 PAIR_STRIDE = 1

@@ -3,7 +3,7 @@
 Stages (each resumable: a finished stage is skipped, an interrupted training stage resumes from its checkpoint):
 
 =================  ======================================================================================
-autoencoder        the KL autoencoder (f = 8) on frames of the generated data set (:mod:`.pretrain`)
+autoencoder        the KL autoencoder (f = 4) on frames of the generated data set (:mod:`.pretrain`)
 clip               the CLIP-style text and image towers, trained together contrastively (:mod:`.pretrain`)
 latents            the VAE posteriors of the training clips, cached (:mod:`dynamicrafter.data.latents`)
 t2v                the base text-to-video model (whole U-Net, text only)     -- the training module, stage t2v
@@ -39,8 +39,8 @@ from dynamicrafter.recipe import pretrain
 from dynamicrafter.recipe.config import TINY, RecipeBudget, base_t2v_config
 
 # The generated data set of the recipe: per-clip frame strides 1-3 (the fs input learns "more motion per frame"),
-# base speeds chosen so that stride 3 still fits in the 64 x 64 frame.
-RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=64, width=64, seed=0, speed_range=(0.006, 0.013),
+# base speeds chosen so that stride 3 still fits in the 32 x 32 frame.
+RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=32, width=32, seed=0, speed_range=(0.006, 0.013),
                               zoom_rate_range=(0.012, 0.02), rotation_speed_range=(3.0, 8.0), frame_strides=(1, 2, 3),
                               held_out_fraction=0.1, motion_only_fraction=0.2)
 SEED = 0
