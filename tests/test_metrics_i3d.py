@@ -168,10 +168,11 @@ def test_fvd_of_identical_feature_sets_is_zero():
         assert abs(frechet_distance_from_features(features, features)) < 1e-9
 
 
+@pytest.mark.weights
 def test_real_weights_standard_feature():
     path = os.environ.get(ENV_I3D)
     if not path or not os.path.isfile(path):
-        pytest.skip(f"real I3D weights not available: set {ENV_I3D} to i3d_pretrained_400.pt or i3d_torchscript.pt")
+        pytest.fail(f"real I3D weights not available: set {ENV_I3D} to i3d_pretrained_400.pt or i3d_torchscript.pt")
     extractor = I3DFeatureExtractor.from_file(path, FVDConfig(device="cpu"))
     yy, xx = np.mgrid[0:224, 0:224]
     # a fixed input: a bright square moving right over a gradient, and a static noise clip

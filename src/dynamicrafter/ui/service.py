@@ -105,12 +105,6 @@ class ModelService:
 
     def check_settings(self, values: Mapping[str, Any], seed: Any, random_seed: bool) -> Settings:
         settings = check_settings(values, self.controls, seed, bool(random_seed))
-        timesteps = self.timesteps(settings.steps)
-        if max(timesteps) >= self.pipe.model.schedule.num_timesteps:
-            options = [n for n in (settings.steps - 1, settings.steps + 1) if 0 < n <= self.config.max_steps
-                       and max(self.timesteps(n)) < self.pipe.model.schedule.num_timesteps]
-            raise UserError(f"steps {settings.steps} does not fit the model's timestep spacing (the schedule would go "
-                            f"past its last timestep); use {' or '.join(map(str, options)) or 'another number'}")
         return settings
 
     def timesteps(self, steps: int) -> list[int]:
