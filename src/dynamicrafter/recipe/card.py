@@ -102,7 +102,8 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         f"warm-up steps, gradient clipping 1.0, CFG dropout 5 / 5 / 5 % (text / both / image). The conditioning "
         f"frame is the first frame (the paper draws a random one; the small model is used and measured as 'animate "
         f"from this first frame'). Autoencoder reconstruction: {vae['psnr_db']:.1f} dB PSNR on held-out frames; "
-        f"CLIP towers: final in-batch retrieval accuracy {clip.get('accuracy', float('nan')):.2f}.",
+        f"CLIP towers: final in-batch retrieval accuracy {clip.get('accuracy', float('nan')):.2f} (frame-scene), "
+        f"{clip.get('video_accuracy', float('nan')):.2f} (frame pair-caption with motion).",
         "",
         "## Measured (held-out clips, `dynamicrafter recipe report`)",
         "",

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from dynamicrafter.errors import UserError
+from dynamicrafter.media import atomic_path
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.recipe import report as R
 from dynamicrafter.recipe.tiny import RECIPE_DATA, variant_config
@@ -63,7 +64,8 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
                        *(["", f"Not evaluated (missing): {', '.join(missing)}"] if missing else [])])
     markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(RECIPE_DATA.motions), notes)
     markdown += "\n![sample frames](figure.png)\n\nFigure: frames 0, 5, 10, 15 of each video.\n"
-    (output / "REPORT.md").write_text(markdown)
+    with atomic_path(output / "REPORT.md") as tmp:
+        tmp.write_text(markdown)
     R.contact_sheet(sheets, output / "figure.png")
     R.save_json({"settings": asdict(settings), "ground_truth_classifier_accuracy": gt,
                  "variants": [{"name": r.name, "accuracy": r.accuracy, "seconds_per_video": r.seconds_per_video,

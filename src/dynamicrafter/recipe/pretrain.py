@@ -114,18 +114,39 @@ def copy_used_text_layers(full: nn.Module, text: CLIPTextEncoder) -> None:
 
 
 class ContrastiveHeads(nn.Module):
-    """CLIP's projections and temperature, used only while training the towers."""
+    """CLIP's projections and temperature, used only while training the towers.
+
+    ``video_projection`` embeds a clip as its (first, last) frame pair for the video-text loss.
+    """
 
     def __init__(self, text_width: int, image_width: int, embed_dim: int):
         super().__init__()
         self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
         self.image_projection = nn.Linear(image_width, embed_dim, bias=False)
+        self.video_projection = nn.Sequential(nn.Linear(2 * image_width, 2 * image_width), nn.GELU(),
+                                              nn.Linear(2 * image_width, embed_dim, bias=False))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Symmetric InfoNCE of matched rows of ``a`` and ``b`` (b, d); returns the loss and the a -> b accuracy."""
+    logits = logit_scale.exp().clamp(max=100) * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t()  # (b, b)
+    labels = torch.arange(a.shape[0])
+    loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    return loss, (logits.argmax(dim=1) == labels).float().mean().item()
 
 
 def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: syn.SyntheticVideoDataset,
                       steps: int, batch: int, lr: float, state_path: Path, seed: int = 0) -> dict[str, float]:
-    """Contrastive training of the text and image towers on (first frame, scene caption) pairs."""
+    """Contrastive training of the text and image towers, the average of two CLIP losses:
+
+    * image-text: a random frame against the caption of the scene alone (objects and background);
+    * video-text: the clip's (first, last) frame pair against its full caption, motion included.
+
+    Web-scale CLIP text towers know motion words from their captions; a tower trained on still frames alone would
+    never see them, and the video model could not tell "moves left" from "moves right" (the released models rely on
+    the text for motion, paper Sec. 5). The image tower itself still embeds one image.
+    """
     full_text = full_text_tower(text.config).train()
     image.train()
     heads = ContrastiveHeads(text.config.width, image.config.width, text.config.width)
@@ -138,22 +159,21 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
         clips = [dataset.clip(index) for index in ids]
         frame = torch.randint(16, (1,), generator=generator).item()
-        pixels = np.stack([c.frames[min(frame, len(c.frames) - 1)] for c in clips])
-        pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)  # (b, 3, h, w)
-        tokens = tokenizer([scene_caption(c.scene, rng) for c in clips])
-        text_features = heads.text_projection(full_text(input_ids=tokens).pooler_output)
-        image_features = heads.image_projection(image.transformer(pixel_values=image.preprocess(pixels)).pooler_output)
-        text_features = F.normalize(text_features, dim=-1)
-        image_features = F.normalize(image_features, dim=-1)
-        logits = heads.logit_scale.exp().clamp(max=100) * image_features @ text_features.t()  # (b, b)
-        # identical captions are frequent in a small synthetic world: only distinct pairs count as negatives
-        labels = torch.arange(batch)
-        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+        pixels = np.stack([c.frames[min(frame, len(c.frames) - 1)] for c in clips]
+                          + [c.frames[0] for c in clips] + [c.frames[-1] for c in clips])  # (3b, h, w, 3)
+        pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)  # (3b, 3, h, w)
+        tokens = tokenizer([scene_caption(c.scene, rng) for c in clips] + [c.scene.caption for c in clips])
+        text_pooled = heads.text_projection(full_text(input_ids=tokens).pooler_output)  # (2b, d)
+        pooled = image.transformer(pixel_values=image.preprocess(pixels)).pooler_output  # (3b, w)
+        frame_features = heads.image_projection(pooled[:batch])  # (b, d)
+        video_features = heads.video_projection(torch.cat([pooled[batch:2 * batch], pooled[2 * batch:]], 1))  # (b, d)
+        image_loss, accuracy = clip_loss(frame_features, text_pooled[:batch], heads.logit_scale)
+        video_loss, video_accuracy = clip_loss(video_features, text_pooled[batch:], heads.logit_scale)
+        loss = 0.5 * (image_loss + video_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
-        return {"loss": loss.item(), "accuracy": accuracy}
+        return {"loss": loss.item(), "accuracy": accuracy, "video_accuracy": video_accuracy}
 
     result = loop.run("clip towers", {"text": full_text, "image": image, "heads": heads}, optimizer, step, steps,
                       state_path, seed)
