@@ -23,6 +23,7 @@ from dynamicrafter.config import (
     UNetConfig,
     VAEConfig,
 )
+from dynamicrafter.errors import ConfigError
 
 FRAMES = 16
 SIZE = 32
@@ -66,13 +67,20 @@ class RecipeBudget:
     t2v_steps: int = 1500
     stage1_steps: int = 400
     stage2_steps: int = 500
-    stage3_steps: int = 1500
-    multi_steps: int = 800
+    stage3_steps: int = 1000
+    multi_steps: int = 500
     video_batch: int = 16
     image_batch: int = 32
     lr: float = 2e-4
     vae_lr: float = 1e-3
     warmup_steps: int = 100
+
+    def scaled(self, factor: float) -> RecipeBudget:
+        """The diffusion stages (t2v, i, ii, iii, multi) with ``factor`` times the steps, e.g. on a GPU."""
+        if factor <= 0:
+            raise ConfigError(f"steps scale must be positive, got {factor}")
+        names = ("t2v_steps", "stage1_steps", "stage2_steps", "stage3_steps", "multi_steps")
+        return replace(self, **{n: max(1, round(getattr(self, n) * factor)) for n in names})
 
 
 DEFAULT_BUDGET = RecipeBudget()

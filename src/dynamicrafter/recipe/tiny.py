@@ -12,7 +12,7 @@ stage_ii           P + spatial layers on video                               -- 
 stage_iii          P + spatial layers with VDG (the full model)              -- stage iii
 stage_iii_multi    stage iii continued, half of the samples interpolation   -- stage iii, interp_fraction 0.5
 no_context         ablation: VDG without the context stream, same steps      -- stage iii-no-context
-no_vdg_*           ablation: the context stream without VDG, same steps       -- stages i, ii, iii-no-vdg
+no_vdg_iii         ablation: the context stream without VDG, same steps       -- stage iii-no-vdg from stage_ii
 =================  ======================================================================================
 
 The wall time of every stage is recorded in ``OUT/timings.json``.
@@ -179,15 +179,19 @@ def run_diffusion_stages(plan: RecipePlan) -> dict[str, Path]:
     # separate interpolation checkpoint).
     multi = _train_stage(plan, "stage_iii_multi", "iii", s3, b.multi_steps, rand_cond_frame=False,
                          interp_fraction=0.5)
-    models = {"full": s3, "shipped": multi}
-    if plan.ablations:
-        # same optimisation steps as the full model's stages i + ii + iii
-        models["no_context"] = _train_stage(plan, "no_context", "iii-no-context", t2v,
-                                            b.stage1_steps + b.stage2_steps + b.stage3_steps, rand_cond_frame=False)
-        n1 = _train_stage(plan, "no_vdg_i", "i", t2v, b.stage1_steps)
-        n2 = _train_stage(plan, "no_vdg_ii", "ii", n1, b.stage2_steps)
-        models["no_vdg"] = _train_stage(plan, "no_vdg_iii", "iii-no-vdg", n2, b.stage3_steps, rand_cond_frame=False)
-    return models
+    return {"t2v": t2v, "stage_ii": s2, "full": s3, "shipped": multi}
+
+
+def run_ablations(plan: RecipePlan, models: dict[str, Path]) -> dict[str, Path]:
+    """The paper's Table 3 in miniature: the full model's budget without one of the two image streams."""
+    b = plan.budget
+    # same optimisation steps as the full model's stages i + ii + iii
+    no_context = _train_stage(plan, "no_context", "iii-no-context", models["t2v"],
+                              b.stage1_steps + b.stage2_steps + b.stage3_steps, rand_cond_frame=False)
+    # stages i and ii feed no VDG: the no-VDG model shares them with the full model and differs from stage iii on
+    no_vdg = _train_stage(plan, "no_vdg_iii", "iii-no-vdg", models["stage_ii"], b.stage3_steps,
+                          rand_cond_frame=False)
+    return {**models, "no_context": no_context, "no_vdg": no_vdg}
 
 
 def ship(model_path: Path, destination: Path) -> Path:
@@ -208,6 +212,8 @@ def run(plan: RecipePlan, ship_to: Path | None = None) -> dict[str, Path]:
     if ship_to is not None:
         shipped = ship(models["shipped"], ship_to)
         print(f"[recipe] shipped {shipped} ({shipped.stat().st_size / 2**20:.1f} MiB)")
+    if plan.ablations:
+        models = run_ablations(plan, models)
     print("[recipe] timings (s):", json.dumps(_timings(plan.out)))
     return models
 
