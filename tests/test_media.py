@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,13 @@ def test_resize_released_pads_like_torchvision_and_cover_does_not():
     assert released[:, :43].max() == 0 and released[:, 43:469].min() == 255 and released[:, 469:].max() == 0
     cover = np.asarray(resize_and_center_crop(image, 320, 512, "cover"))
     assert cover.min() == 255
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    out = save_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "v.gif")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+    out.chmod(0o640)
+    save_video(np.zeros((2, 8, 8, 3), np.uint8), out)
+    assert out.stat().st_mode & 0o777 == 0o640  # replacing a file keeps its mode

@@ -96,6 +96,15 @@ def tensor_to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed."""
@@ -106,6 +115,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file private (0600): give it the mode a plain open() would (or the replaced file's)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+        if tmp_path.is_file():
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
