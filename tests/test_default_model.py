@@ -19,7 +19,7 @@ from dynamicrafter.media import read_video_frames
 from dynamicrafter.metrics.model_free import psnr
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.recipe.motion_eval import estimate_motion
-from dynamicrafter.recipe.report import held_out_clips
+from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
 from dynamicrafter.recipe.tiny import RECIPE_DATA
 from dynamicrafter.weights import default_checkpoint
 
@@ -40,10 +40,8 @@ def clips():
 
 
 def animate(pipe, clip, **kwargs) -> np.ndarray:
-    kwargs.setdefault("frame_stride", clip.scene.frame_stride)
-    out = pipe(Image.fromarray(clip.frames[0]), clip.scene.caption, num_inference_steps=STEPS, output_type="np",
-               generator=torch.Generator().manual_seed(1234 + clip.scene.clip_id), **kwargs)
-    return (out.frames[0] * 255).astype(np.uint8)
+    """The clip's first frame animated with its caption, as the report does (25 steps, seed 1234 + clip id)."""
+    return generate(pipe, clip, EvalSettings(steps=STEPS), **kwargs)
 
 
 def test_shipped_model_is_the_default_and_small():

@@ -111,6 +111,9 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
     main = ("autoencoder", "clip", "latents", "t2v", "stage_i", "stage_ii", "stage_iii", "stage_iii_multi")
     lines += [
         "",
+        "Wall times as recorded in the run's `timings.json` (an interrupted stage counts from its last resume; a "
+        "stage that shared the CPU with other work shows a longer time).",
+        "",
         f"Total for the shipped model: {sum(timings.get(k, 0) for k in main) / 60:.0f} min; with the two ablations "
         f"{sum(timings.values()) / 60:.0f} min. AdamW, lr {budget['lr']} (t2v 1.5x), {budget['warmup_steps']} "
         f"warm-up steps, gradient clipping 1.0, CFG dropout 5 / 5 / 5 % (text / both / image). The conditioning "
