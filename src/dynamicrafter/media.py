@@ -8,6 +8,7 @@ renames it into place, so an interrupted run never leaves a half-written video u
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -96,13 +97,12 @@ def tensor_to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _current_umask() -> int:
+@functools.cache
+def _umask() -> int:
+    """The process umask (read once, when the first file is written, not at import)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-_UMASK = _current_umask()
 
 
 @contextlib.contextmanager
@@ -116,7 +116,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp creates the file private (0600): give it the mode a plain open() would (or the replaced file's)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
         if tmp_path.is_file():
             os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
