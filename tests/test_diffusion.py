@@ -138,3 +138,14 @@ def test_ddim_seeded_is_bit_identical_and_eta_zero_ignores_generator():
     d0 = sample_ddim(denoiser, z, EPS, ts, 0.0, torch.Generator().manual_seed(3))
     d1 = sample_ddim(denoiser, z, EPS, ts, 0.0, torch.Generator().manual_seed(4))
     assert torch.equal(d0, d1)
+
+
+@pytest.mark.parametrize("steps", [25, 50])
+def test_zero_snr_ddim_with_eta_one_stays_finite(steps):
+    """At a_T = 0 the first step's 1 - a_t' - sigma_t^2 is 0 and float32 rounds it to -6e-8 for 25 trailing steps."""
+    ts = ddim_timesteps(steps, "uniform_trailing")
+    c = ddim_coefficients(V, ts, 1.0)
+    assert float(c["a"][-1]) == 0.0
+    z = torch.randn(1, 4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    out = sample_ddim(lambda z, t: 0.5 * z, z, V, ts, 1.0, torch.Generator().manual_seed(1))
+    assert torch.isfinite(out).all()

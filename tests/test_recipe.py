@@ -61,3 +61,48 @@ def test_steps_scale_multiplies_the_diffusion_stages_only():
                                                                DEFAULT_BUDGET.lr)
     with pytest.raises(ConfigError, match="steps scale must be positive, got -1"):
         DEFAULT_BUDGET.scaled(-1)
+
+
+def test_clip_loss_hard_negatives_must_be_beaten():
+    """A caption that matches its clip and the clip's reverse equally well scores worse with hard negatives."""
+    import torch
+
+    from dynamicrafter.recipe.pretrain import clip_loss
+
+    torch.manual_seed(0)
+    video, text = torch.randn(4, 8), torch.randn(4, 8)
+    scale = torch.tensor(0.0)
+    plain, _ = clip_loss(video, text, scale)
+    reversed_equal, _ = clip_loss(video, text, scale, a_negatives=video.clone())  # reverse = clip: a tie
+    reversed_far, _ = clip_loss(video, text, scale, a_negatives=-text)  # reverse points away from the caption
+    assert reversed_equal > plain  # a reverse as close as the clip itself costs the caption half its probability
+    assert reversed_equal > reversed_far
+    # perfectly separated pairs with the hard negatives far away: the loss goes to zero only if they are beaten
+    eye = torch.eye(4, 8)
+    assert clip_loss(eye, eye, torch.tensor(4.0), a_negatives=-eye, b_negatives=-eye)[0] < 1e-3
+    assert clip_loss(eye, eye, torch.tensor(4.0), a_negatives=eye, b_negatives=eye)[0] > 0.69  # log 2: a tie
+
+
+def test_motion_caption_pairs_differ_only_in_the_motion():
+    import numpy as np
+
+    from dynamicrafter.data.synthetic import MOTION_PHRASES, SyntheticVideoDataset
+    from dynamicrafter.recipe.pretrain import OPPOSITE_MOTION, motion_caption_pair
+    from dynamicrafter.recipe.tiny import RECIPE_DATA
+
+    data = SyntheticVideoDataset(RECIPE_DATA, "train")
+    rng = np.random.default_rng(0)
+    motions_seen = set()
+    for i in range(60):
+        scene = data.clip(i).scene
+        caption, negative = motion_caption_pair(scene, rng)
+        assert caption != negative, (scene.motion, caption)
+        wrong = OPPOSITE_MOTION.get(scene.motion)
+        if wrong is None:
+            continue
+        motion_words = {w for m in (scene.motion, wrong) for phrase in MOTION_PHRASES[m] for p in phrase
+                        for w in p.split()}
+        assert [w for w in caption.split() if w not in motion_words] == \
+            [w for w in negative.split() if w not in motion_words], (caption, negative)
+        motions_seen.add(scene.motion)
+    assert len(motions_seen) >= 6

@@ -91,7 +91,9 @@ def sample_ddim(denoiser: Denoiser, z_T: torch.Tensor, schedule: NoiseSchedule, 
             z0 = (z - c["sqrt_one_minus_a"][i] * eps) / c["a"][i].sqrt()
         if "rescale" in c:
             z0 = z0 * c["rescale"][i]
-        direction = (1.0 - c["a_prev"][i] - c["sigma"][i] ** 2).sqrt() * eps
+        # clamped at 0: on a zero-terminal-SNR schedule with eta = 1 the first step has 1 - a_t' - sigma_t^2 = 0,
+        # which float32 can round to -6e-8 (25 trailing steps): a NaN video in the released code
+        direction = (1.0 - c["a_prev"][i] - c["sigma"][i] ** 2).clamp(min=0.0).sqrt() * eps
         z = c["a_prev"][i].sqrt() * z0 + direction
         if eta > 0:
             z = z + c["sigma"][i] * randn(z.shape, generator, device, dtype)

@@ -116,7 +116,9 @@ def copy_used_text_layers(full: nn.Module, text: CLIPTextEncoder) -> None:
 class ContrastiveHeads(nn.Module):
     """CLIP's projections and temperature, used only while training the towers.
 
-    ``video_projection`` embeds a clip as its (first, last) frame pair for the video-text loss.
+    ``video_projection`` embeds a clip as its (first, last) frame pair for the video-text loss: an MLP on each pair
+    of patch tokens at the same place, averaged over the patches (the pooled token alone keeps little of where the
+    object is, so it cannot tell a motion from its reverse).
     """
 
     def __init__(self, text_width: int, image_width: int, embed_dim: int):
@@ -128,12 +130,40 @@ class ContrastiveHeads(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Symmetric InfoNCE of matched rows of ``a`` and ``b`` (b, d); returns the loss and the a -> b accuracy."""
-    logits = logit_scale.exp().clamp(max=100) * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t()  # (b, b)
+def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
+              a_negatives: torch.Tensor | None = None, b_negatives: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, float]:
+    """Symmetric InfoNCE of matched rows of ``a`` and ``b`` (b, d); returns the loss and the a -> b accuracy.
+
+    ``a_negatives`` / ``b_negatives`` (b, d): hard negatives added to the candidates of the ``b -> a`` / ``a -> b``
+    direction (NegCLIP-style), e.g. every clip played backwards and every caption with the opposite motion: a batch of
+    random scenes almost never holds two clips that differ only in their motion, so without them nothing asks the
+    towers to tell "moves left" from "moves right".
+    """
+    scale = logit_scale.exp().clamp(max=100)
+    a_n, b_n = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     labels = torch.arange(a.shape[0])
-    loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-    return loss, (logits.argmax(dim=1) == labels).float().mean().item()
+    b_candidates = b_n if b_negatives is None else torch.cat([b_n, F.normalize(b_negatives, dim=-1)])
+    a_candidates = a_n if a_negatives is None else torch.cat([a_n, F.normalize(a_negatives, dim=-1)])
+    a_to_b = scale * a_n @ b_candidates.t()  # (b, b | 2b)
+    b_to_a = scale * b_n @ a_candidates.t()  # (b, b | 2b)
+    loss = 0.5 * (F.cross_entropy(a_to_b, labels) + F.cross_entropy(b_to_a, labels))
+    return loss, (a_to_b.argmax(dim=1) == labels).float().mean().item()
+
+
+OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up", "zoom_in": "zoom_out",
+                   "zoom_out": "zoom_in", "rotate_cw": "rotate_ccw", "rotate_ccw": "rotate_cw"}
+
+
+def motion_caption_pair(scene: syn.Scene, rng: np.random.Generator) -> tuple[str, str]:
+    """The clip's caption and the same caption (same wording draws) with another motion: the opposite one, or for a
+    still clip a random motion."""
+    wrong = OPPOSITE_MOTION.get(scene.motion) or str(rng.choice([m for m in syn.MOTIONS if m != scene.motion]))
+    seed = int(rng.integers(2**31))
+    caption = syn._caption(np.random.default_rng(seed), scene.motion, scene.main, scene.background,
+                           scene.motion_only_caption)
+    negative = syn._caption(np.random.default_rng(seed), wrong, scene.main, scene.background, scene.motion_only_caption)
+    return caption, negative
 
 
 def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: syn.SyntheticVideoDataset,
@@ -141,7 +171,8 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
     """Contrastive training of the text and image towers, the average of two CLIP losses:
 
     * image-text: a random frame against the caption of the scene alone (objects and background);
-    * video-text: the clip's (first, last) frame pair against its full caption, motion included.
+    * video-text: the clip's (first, last) frame pair against its full caption, motion included, with every clip
+      played backwards and every caption with the opposite motion as hard negatives (:func:`clip_loss`).
 
     Web-scale CLIP text towers know motion words from their captions; a tower trained on still frames alone would
     never see them, and the video model could not tell "moves left" from "moves right" (the released models rely on
@@ -162,18 +193,30 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
         pixels = np.stack([c.frames[min(frame, len(c.frames) - 1)] for c in clips]
                           + [c.frames[0] for c in clips] + [c.frames[-1] for c in clips])  # (3b, h, w, 3)
         pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)  # (3b, 3, h, w)
-        tokens = tokenizer([scene_caption(c.scene, rng) for c in clips] + [c.scene.caption for c in clips])
-        text_pooled = heads.text_projection(full_text(input_ids=tokens).pooler_output)  # (2b, d)
-        pooled = image.transformer(pixel_values=image.preprocess(pixels)).pooler_output  # (3b, w)
-        frame_features = heads.image_projection(pooled[:batch])  # (b, d)
-        video_features = heads.video_projection(torch.cat([pooled[batch:2 * batch], pooled[2 * batch:]], 1))  # (b, d)
+        captions, negatives = zip(*(motion_caption_pair(c.scene, rng) for c in clips))
+        tokens = tokenizer([scene_caption(c.scene, rng) for c in clips] + list(captions) + list(negatives))
+        text_pooled = heads.text_projection(full_text(input_ids=tokens).pooler_output)  # (3b, d)
+        hidden = image.transformer(pixel_values=image.preprocess(pixels))
+        frame_features = heads.image_projection(hidden.pooler_output[:batch])  # (b, d)
+        patches = hidden.last_hidden_state[:, 1:]  # (3b, n, w): where things are, not only what
+        first, last = patches[batch:2 * batch], patches[2 * batch:]
+        video_features = heads.video_projection(torch.cat([first, last], -1)).mean(1)  # (b, d)
+        reversed_features = heads.video_projection(torch.cat([last, first], -1)).mean(1)  # (b, d): played backwards
+        caption_features, negative_features = text_pooled[batch:2 * batch], text_pooled[2 * batch:]
         image_loss, accuracy = clip_loss(frame_features, text_pooled[:batch], heads.logit_scale)
-        video_loss, video_accuracy = clip_loss(video_features, text_pooled[batch:], heads.logit_scale)
+        video_loss, video_accuracy = clip_loss(video_features, caption_features, heads.logit_scale,
+                                               a_negatives=reversed_features, b_negatives=negative_features)
         loss = 0.5 * (image_loss + video_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": loss.item(), "accuracy": accuracy, "video_accuracy": video_accuracy}
+        with torch.no_grad():  # each clip prefers its caption to the one with the other motion
+            video_n = F.normalize(video_features, dim=-1)
+            right = (video_n * F.normalize(caption_features, dim=-1)).sum(-1)
+            wrong = (video_n * F.normalize(negative_features, dim=-1)).sum(-1)
+            direction = (right > wrong).float().mean().item()
+        return {"loss": loss.item(), "accuracy": accuracy, "video_accuracy": video_accuracy,
+                "motion_accuracy": direction}
 
     result = loop.run("clip towers", {"text": full_text, "image": image, "heads": heads}, optimizer, step, steps,
                       state_path, seed)

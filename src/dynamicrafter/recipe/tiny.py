@@ -10,7 +10,7 @@ t2v                the base text-to-video model (whole U-Net, text only)     -- 
 stage_i            P + image cross-attention on the image model (one frame)  -- stage i
 stage_ii           P + spatial layers on video                               -- stage ii
 stage_iii          P + spatial layers with VDG (the full model)              -- stage iii
-stage_iii_multi    stage iii continued, half of the samples interpolation   -- stage iii, interp_fraction 0.5
+stage_iii_multi    iii continued, whole U-Net, half the samples interpolation -- finetune, trainable full
 no_context         ablation: VDG without the context stream, same steps      -- stage iii-no-context
 no_vdg_iii         ablation: the context stream without VDG, same steps       -- stage iii-no-vdg from stage_ii
 =================  ======================================================================================
@@ -38,10 +38,12 @@ from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.recipe import pretrain
 from dynamicrafter.recipe.config import TINY, RecipeBudget, base_t2v_config
 
-# The generated data set of the recipe: per-clip frame strides 1-3 (the fs input learns "more motion per frame"),
-# base speeds chosen so that stride 3 still fits in the 32 x 32 frame.
-RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=32, width=32, seed=0, speed_range=(0.006, 0.013),
-                              zoom_rate_range=(0.012, 0.02), rotation_speed_range=(3.0, 8.0), frame_strides=(1, 2, 3),
+# The generated data set of the recipe: per-clip frame strides 1-3 (the fs input learns "more motion per frame").
+# Translations cover 6-9 px at stride 1 and up to the whole free room (17-20 px) at strides 2-3 (a stride-3 clip
+# is capped by the frame): half as slow, the earlier data moved 3-6 px at stride 1, under two latent pixels, and
+# the network learned to ignore the motion.
+RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=32, width=32, seed=0, speed_range=(0.013, 0.018),
+                              zoom_rate_range=(0.025, 0.032), rotation_speed_range=(4.0, 9.0), frame_strides=(1, 2, 3),
                               held_out_fraction=0.1, motion_only_fraction=0.2)
 SEED = 0
 
@@ -137,8 +139,8 @@ def run_pretraining(plan: RecipePlan) -> None:
 
 
 def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int, *, lr: float | None = None,
-                 batch: int | None = None, rand_cond_frame: bool | None = None, interp_fraction: float = 0.0
-                 ) -> Path:
+                 batch: int | None = None, rand_cond_frame: bool | None = None, interp_fraction: float = 0.0,
+                 finetune_trainable: str = "spatial") -> Path:
     """One stage through the training module; resumes an interrupted run. Returns its exported model."""
     from dynamicrafter.training.config import TrainConfig
     from dynamicrafter.training.trainer import train
@@ -156,7 +158,7 @@ def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int
         num_workers=0, lr=lr or plan.budget.lr, warmup_steps=plan.budget.warmup_steps, max_steps=steps,
         accumulate_grad_batches=1, gradient_clip_val=1.0, seed=SEED, checkpoint_every=250, keep_checkpoints=1,
         sample_every=0, log_every=25, uncond_prob=0.05, rand_cond_frame=rand_cond_frame,
-        interp_fraction=interp_fraction,
+        interp_fraction=interp_fraction, finetune_trainable=finetune_trainable,
     )
     print(f"[recipe] {name}: stage {stage}, {steps} steps")
     t0 = time.perf_counter()
@@ -176,9 +178,11 @@ def run_diffusion_stages(plan: RecipePlan) -> dict[str, Path]:
     s3 = _train_stage(plan, "stage_iii", "iii", s2, b.stage3_steps, rand_cond_frame=False)
     # The shipped model continues stage iii with half of the samples in interpolation mode (first + last frame in
     # VDG, zeros between), so that one small model animates, interpolates and loops (the released code has a
-    # separate interpolation checkpoint).
-    multi = _train_stage(plan, "stage_iii_multi", "iii", s3, b.multi_steps, rand_cond_frame=False,
-                         interp_fraction=0.5)
+    # separate interpolation checkpoint). This project stage fine-tunes the whole U-Net, temporal layers included:
+    # with the spatial layers alone the model learned to ignore the end frame (its last frame stayed 123-133 grey
+    # levels from the end image).
+    multi = _train_stage(plan, "stage_iii_multi", "finetune", s3, b.multi_steps, rand_cond_frame=False,
+                         interp_fraction=0.5, finetune_trainable="full")
     return {"t2v": t2v, "stage_ii": s2, "full": s3, "shipped": multi}
 
 
