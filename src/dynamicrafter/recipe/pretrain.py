@@ -159,10 +159,9 @@ def motion_caption_pair(scene: syn.Scene, rng: np.random.Generator) -> tuple[str
     """The clip's caption and the same caption (same wording draws) with another motion: the opposite one, or for a
     still clip a random motion."""
     wrong = OPPOSITE_MOTION.get(scene.motion) or str(rng.choice([m for m in syn.MOTIONS if m != scene.motion]))
-    seed = int(rng.integers(2**31))
-    caption = syn._caption(np.random.default_rng(seed), scene.motion, scene.main, scene.background,
-                           scene.motion_only_caption)
-    negative = syn._caption(np.random.default_rng(seed), wrong, scene.main, scene.background, scene.motion_only_caption)
+    seed = int(rng.integers(2**31))  # one seed for both: the same wording, only the motion phrase differs
+    caption, negative = (syn._caption(np.random.default_rng(seed), motion, scene.main, scene.background,
+                                      scene.motion_only_caption) for motion in (scene.motion, wrong))
     return caption, negative
 
 

@@ -40,8 +40,8 @@ from dynamicrafter.recipe.config import TINY, RecipeBudget, base_t2v_config
 
 # The generated data set of the recipe: per-clip frame strides 1-3 (the fs input learns "more motion per frame").
 # Translations cover 6-9 px at stride 1 and up to the whole free room (17-20 px) at strides 2-3 (a stride-3 clip
-# is capped by the frame): half as slow, the earlier data moved 3-6 px at stride 1, under two latent pixels, and
-# the network learned to ignore the motion.
+# is capped by the frame). The earlier data moved 3-6 px at stride 1, under two latent pixels, and the network
+# learned to ignore the motion.
 RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=32, width=32, seed=0, speed_range=(0.013, 0.018),
                               zoom_rate_range=(0.025, 0.032), rotation_speed_range=(4.0, 9.0), frame_strides=(1, 2, 3),
                               held_out_fraction=0.1, motion_only_fraction=0.2)
