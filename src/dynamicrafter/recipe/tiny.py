@@ -157,8 +157,8 @@ def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int
         batch_size=batch or (plan.budget.image_batch if image_stage else plan.budget.video_batch),
         num_workers=0, lr=lr or plan.budget.lr, warmup_steps=plan.budget.warmup_steps, max_steps=steps,
         accumulate_grad_batches=1, gradient_clip_val=1.0, seed=SEED, checkpoint_every=250, keep_checkpoints=1,
-        sample_every=0, log_every=25, uncond_prob=0.05, rand_cond_frame=rand_cond_frame,
-        interp_fraction=interp_fraction, finetune_trainable=finetune_trainable,
+        sample_every=0, log_every=25, uncond_prob=0.05, ema_decay=plan.budget.ema_decay,
+        rand_cond_frame=rand_cond_frame, interp_fraction=interp_fraction, finetune_trainable=finetune_trainable,
     )
     print(f"[recipe] {name}: stage {stage}, {steps} steps")
     t0 = time.perf_counter()
@@ -170,7 +170,7 @@ def _train_stage(plan: RecipePlan, name: str, stage: str, init: Path, steps: int
 def run_diffusion_stages(plan: RecipePlan) -> dict[str, Path]:
     b = plan.budget
     base = plan.out / "base_init.safetensors"
-    t2v = _train_stage(plan, "t2v", "t2v", base, b.t2v_steps, lr=b.lr * 1.5)
+    t2v = _train_stage(plan, "t2v", "t2v", base, b.t2v_steps, lr=b.t2v_lr)
     s1 = _train_stage(plan, "stage_i", "i", t2v, b.stage1_steps)
     s2 = _train_stage(plan, "stage_ii", "ii", s1, b.stage2_steps)
     # The conditioning image is the first frame (the paper's stage iii draws a random frame): the small model is used
