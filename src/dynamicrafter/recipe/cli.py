@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 EXAMPLES = """examples:
-  dynamicrafter recipe tiny --out runs/tiny                   # every stage, resumable (~1.5 h + ablations on 2 cores)
+  dynamicrafter recipe tiny --out runs/tiny                   # all stages, resumable (~65 min + 35 min ablations)
   dynamicrafter recipe tiny --out runs/tiny --ship src/dynamicrafter/weights/dynamicrafter_tiny.safetensors
   dynamicrafter recipe report --out runs/tiny -o reports/tiny  # held-out evaluation: table + figure
 """
