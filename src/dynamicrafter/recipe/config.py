@@ -75,7 +75,7 @@ class RecipeBudget:
     multi_steps: int = 500
     video_batch: int = 16
     image_batch: int = 32
-    # A small U-Net takes a larger step than the released runs (1e-5 at batch 64): at 1e-3 the t2v loss reached in
+    # A small U-Net takes a larger step than the released runs (lr 1e-5): at 1e-3 the t2v loss reached in
     # 400 steps what 3e-4 reached in ~800. EMA of the trainable weights (window ~1 / (1 - decay) steps) is exported.
     t2v_lr: float = 1e-3
     lr: float = 5e-4  # stages i, ii, iii, multi and the ablations
