@@ -299,7 +299,7 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
         angle=float(rng.choice([0.0, 45.0, 90.0, 135.0])), period=_uniform(rng, BACKGROUND_PERIOD) * s,
         shift=float(rng.choice([-1.0, 1.0])) * GRADIENT_CONTRAST, noise_seed=int(rng.integers(0, 2**31)))
     motion_only = bool(rng.random() < config.motion_only_fraction)
-    caption = _caption(rng, motion, main, background, motion_only)
+    caption = compose_caption(rng, motion, main, background, motion_only)
     return Scene(int(clip_id), split, motion, float(rate), main, tuple(distractors), background, caption, motion_only,
                  stride)
 
@@ -391,8 +391,10 @@ def _with_article(phrase: str) -> str:
     return f"{'an' if phrase[:1] in VOWELS else 'a'} {phrase}"
 
 
-def _caption(rng: np.random.Generator, motion: str, main: ObjectSpec, background: BackgroundSpec,
-             motion_only: bool) -> str:
+def compose_caption(rng: np.random.Generator, motion: str, main: ObjectSpec, background: BackgroundSpec,
+                    motion_only: bool) -> str:
+    """A caption in everyday wording (phrasings and synonyms drawn from ``rng``) naming the scene and the motion, or
+    the motion alone."""
     verb, gerund = MOTION_PHRASES[motion][int(rng.integers(len(MOTION_PHRASES[motion])))]
     if motion_only:
         return _pick(rng, MOTION_ONLY_TEMPLATES).format(verb=verb, gerund=gerund)

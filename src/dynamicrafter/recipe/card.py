@@ -9,6 +9,7 @@ from pathlib import Path
 from dynamicrafter.checkpoint import load_model
 from dynamicrafter.media import atomic_path
 from dynamicrafter.model import COMPONENTS
+from dynamicrafter.recipe.evaluation import BASE_VARIANT
 
 STAGE_ROWS = (
     ("autoencoder", "KL autoencoder (f = 4), L1 + L2 + KL on frames", "vae_steps", "vae_batch"),
@@ -44,7 +45,7 @@ def _motion_status(results: dict) -> str:
     text = (f"**Limitation: it does not follow the prompt's motion reliably** (motion accuracy "
             f"{shipped['accuracy']:.0%} on held-out clips, chance {chance:.0%}, target 80%). Per motion: "
             + ", ".join(f"{m} {a:.0%}" for m, a in shipped["per_motion"].items()) + ".")
-    base = next((v for v in results["variants"] if v["name"].startswith("base")), None)
+    base = next((v for v in results["variants"] if v["name"] == BASE_VARIANT), None)
     if base is not None:
         text += (f" The text-to-video base model, the motion prior that the image stages start from, reaches "
                  f"{base['accuracy']:.0%}: at this CPU budget it learns the scenes but hardly any motion, and the "

@@ -19,7 +19,8 @@ from dynamicrafter.recipe.tiny import RECIPE_DATA, variant_config
 # report name -> the recipe's run folder; "full" and the two ablations had the same optimisation steps. The base
 # text-to-video model sees no image (its PIC and first-frame figures only show that): its motion accuracy is the
 # motion prior the image stages start from. The shipped model comes last.
-VARIANTS = {"base text-to-video (text only)": "t2v", "full": "stage_iii", "no context stream": "no_context",
+BASE_VARIANT = "base text-to-video (text only)"
+VARIANTS = {BASE_VARIANT: "t2v", "full": "stage_iii", "no context stream": "no_context",
             "no VDG": "no_vdg_iii", "shipped (full + interpolation steps)": "stage_iii_multi"}
 
 

@@ -160,8 +160,8 @@ def motion_caption_pair(scene: syn.Scene, rng: np.random.Generator) -> tuple[str
     still clip a random motion."""
     wrong = OPPOSITE_MOTION.get(scene.motion) or str(rng.choice([m for m in syn.MOTIONS if m != scene.motion]))
     seed = int(rng.integers(2**31))  # one seed for both: the same wording, only the motion phrase differs
-    caption, negative = (syn._caption(np.random.default_rng(seed), motion, scene.main, scene.background,
-                                      scene.motion_only_caption) for motion in (scene.motion, wrong))
+    caption, negative = (syn.compose_caption(np.random.default_rng(seed), motion, scene.main, scene.background,
+                                             scene.motion_only_caption) for motion in (scene.motion, wrong))
     return caption, negative
 
 
