@@ -8,7 +8,7 @@ from dynamicrafter.apps.controls import motion_controls, parse_image_attention_s
 from dynamicrafter.apps.frames import chain, crossfade_concat
 from dynamicrafter.apps.interpolation import interpolate, interpolate_keyframes, loop
 from dynamicrafter.apps.story import parse_story, render_shot, render_story
-from dynamicrafter.apps.windows import TemporalWindows
+from dynamicrafter.apps.windows import TemporalWindows, closed_loop
 from dynamicrafter.errors import UserError
 from helpers import random_image, tiny_pipeline
 
@@ -114,11 +114,49 @@ def test_three_keyframes_give_one_video_without_duplicated_boundary_frames():
         interpolate_keyframes(PIPE, IMAGES[:1], **FAST)
 
 
-def test_loop_drops_the_closing_frame():
-    full = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
+def test_closed_loop_denoiser_shares_the_first_frame_with_the_closing_frame():
+    seen = []
+
+    def net(z, t):  # a stand-in network: records its input, predicts something frame-dependent
+        seen.append(z.clone())
+        return z * torch.arange(1.0, z.shape[2] + 1).view(1, 1, -1, 1, 1)
+
+    z = torch.randn(2, 4, 5, 3, 3)
+    pred = closed_loop(net)(z, torch.zeros(2))
+    assert seen[0].shape[2] == 6 and torch.equal(seen[0][:, :, -1], z[:, :, 0])  # frame 0 appended as frame 5
+    assert pred.shape == z.shape
+    torch.testing.assert_close(pred[:, :, 0], z[:, :, 0] * (1 + 6) / 2)  # mean of positions 0 and 5
+    torch.testing.assert_close(pred[:, :, 1:], z[:, :, 1:] * torch.arange(2.0, 6).view(1, 1, -1, 1, 1))
+
+
+def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows():
+    seen = []
+
+    def wrapper(denoise, cond):
+        def recorded(z, t):
+            seen.append(z.shape[2])
+            return denoise(z, t)
+        return recorded
+
+    out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper, **FAST)
+    assert out.frames.shape[2] == T - 1 and out.latents.shape[2] == T - 1 and set(seen) == {T - 1}
+    again = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
+    assert torch.equal(out.frames, again.frames)  # seeded loops are reproducible
+    closing = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
+    assert torch.equal(closing[:, :, :-1], out.frames) and torch.equal(closing[:, :, -1], closing[:, :, 0])
+    long = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T,
+                temporal_windows=TemporalWindows(T, T // 2), **{**FAST, "num_inference_steps": 1})
+    assert long.frames.shape[2] == 3 * T - 1
+    with pytest.raises(UserError, match="num_frames must be >= 2 for a closed loop"):
+        loop(PIPE, IMAGES[0], "x", num_frames=1, **FAST)
+
+
+def test_open_loop_is_the_released_interpolation_from_the_image_to_itself():
+    full = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", closed=False, drop_last_frame=False,
+                **FAST).frames
     same = PIPE(IMAGES[0], "x", end_image=IMAGES[0], generator=gen(2), output_type="pt", **FAST).frames
-    assert torch.equal(full, same)  # a loop is an interpolation from the image to itself
-    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
+    assert torch.equal(full, same)
+    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", closed=False, **FAST)
     assert kept.frames.shape[2] == T - 1 and kept.latents.shape[2] == T - 1
     assert torch.equal(kept.frames, full[:, :, :-1])
 
@@ -243,7 +281,7 @@ def test_checks_run_and_their_mechanical_parts_hold():
     report = interpolation_report(PIPE, IMAGES[0], IMAGES[1], "x", **FAST)
     assert report.vdg_ends and report.start_error >= 0
     looped = loop_report(PIPE, IMAGES[0], "x", **FAST)
-    assert looped.frames == T - 1 and looped.seam_step >= 0 and looped.mean_step >= 0
+    assert looped.frames == T - 1 and looped.seam_step >= 0 and looped.mean_step >= 0 and looped.seam_ratio >= 0
     sweep = lambda_sweep(PIPE, IMAGES[0], "x", scales=(0.0, 1.0), **FAST)
     assert sweep.zero_is_context_off and len(sweep.image_error) == 2
     windows = window_report(PIPE, IMAGES[0], "x", num_frames=8, windows=TemporalWindows(4, 2),

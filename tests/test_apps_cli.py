@@ -49,6 +49,9 @@ def test_loop_file_has_one_frame_less(tmp_path, checkpoint, images):
     out = tmp_path / "loop.gif"
     assert main(["loop", images[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), *FAST]) == 0
     assert read_video_frames(out).shape[0] == T - 1
+    assert main(["loop", images[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), "--open",
+                 "--keep-last-frame", *FAST]) == 0
+    assert read_video_frames(out).shape[0] == T
 
 
 def test_animate_long_video_with_windows_and_stream_controls(tmp_path, checkpoint, images, capsys):

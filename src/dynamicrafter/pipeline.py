@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dynamicrafter.apps.windows import closed_loop as close_loop
 from dynamicrafter.conditioning import Conditioning, build_conditioning, encode_image_tokens, encode_text, vdg_latents
 from dynamicrafter.config import ModelConfig, resolve_config
 from dynamicrafter.diffusion.ddim import ddim_timesteps, sample_ddim
@@ -182,6 +183,7 @@ class DynamiCrafterPipeline:
         vdg: bool = True,
         denoiser_wrapper: Callable[[Callable, Conditioning], Callable] | None = None,
         temporal_windows: TemporalWindows | None = None,
+        closed_loop: bool = False,
     ) -> PipelineOutput:
         """Animate ``image`` following ``prompt``.
 
@@ -194,6 +196,9 @@ class DynamiCrafterPipeline:
         ``denoiser_wrapper(denoise, conditioning)`` may wrap the guided denoiser ``denoise(z, t)``.
         ``temporal_windows`` (:class:`dynamicrafter.apps.windows.TemporalWindows`) denoises ``num_frames`` beyond
         the model's temporal length with overlapping windows whose predictions are blended (long videos).
+        ``closed_loop``: frame ``num_frames - 1`` is frame 0 again (a loop): the sampler keeps ``num_frames - 1``
+        latents, frame 0's prediction averages its two positions (:func:`dynamicrafter.apps.windows.closed_loop`),
+        and the ``num_frames - 1`` distinct frames are returned.
         """
         timings: dict[str, float] = {}
         d = self.config.defaults
@@ -211,7 +216,7 @@ class DynamiCrafterPipeline:
         window_frames = num_frames if temporal_windows is None else temporal_windows.window_size(num_frames,
                                                                                                  temporal_length)
         self._check_options(num_frames, height, width, steps, guidance_scale, frame_stride, eta, output_type,
-                            window_frames)
+                            window_frames, closed_loop)
         prompts = self._as_list(prompt if prompt is not None else "", "prompt")
         images = self._as_list(image, "image") if image is not None else None
         batch = self._batch_size(prompts, images, prompt_embeds, image_embeds, image_latents)
@@ -293,8 +298,8 @@ class DynamiCrafterPipeline:
                                                    concat=concat))
         cond = Conditioning.cat(branches)
 
-        # 7. Initial noise --------------------------------------------------------------------------------------
-        shape = (batch, self.config.unet.out_channels, num_frames, h, w)
+        # 7. Initial noise (a closed loop keeps only its distinct frames) ----------------------------------------
+        shape = (batch, self.config.unet.out_channels, num_frames - closed_loop, h, w)
         if latents is None:
             latents = randn(shape, generator, self.device, torch.float32)
         elif tuple(latents.shape) != shape:
@@ -315,6 +320,8 @@ class DynamiCrafterPipeline:
         else:
             denoise = temporal_windows.denoiser(denoise_frames, num_frames, temporal_length)
             desc += f" ({len(temporal_windows.slices(num_frames, temporal_length))} windows)"
+        if closed_loop:
+            denoise = close_loop(denoise)
         if denoiser_wrapper is not None:
             denoise = denoiser_wrapper(denoise, cond)
         timesteps = ddim_timesteps(steps, spacing, self.model.schedule.num_timesteps)
@@ -371,13 +378,15 @@ class DynamiCrafterPipeline:
         return model_fn
 
     def _check_options(self, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
-                       frame_stride: int, eta: float, output_type: str, window_frames: int) -> None:
+                       frame_stride: int, eta: float, output_type: str, window_frames: int,
+                       closed_loop: bool = False) -> None:
         multiple = self.model.vae.downscale * 2 ** (len(self.config.unet.channel_mult) - 1)
         if height % multiple or width % multiple or height <= 0 or width <= 0:
             raise UserError(f"height and width must be positive multiples of {multiple} (VAE x U-Net downsampling), "
                             f"got {height}x{width}")
-        if num_frames < 1:
-            raise UserError(f"num_frames must be >= 1, got {num_frames}")
+        if num_frames < 1 + closed_loop:
+            raise UserError(f"num_frames must be >= {1 + closed_loop}{' for a closed loop' * closed_loop}, "
+                            f"got {num_frames}")
         if not 1 <= steps <= 1000:
             raise UserError(f"num_inference_steps must be in [1, 1000], got {steps}")
         if guidance_scale < 0:

@@ -75,21 +75,22 @@ def interpolation_report(pipe: DynamiCrafterPipeline, start: ImageInput, end: Im
 
 @dataclass
 class LoopReport:
-    """Expected for a trained model: ``seam_step`` (last kept frame -> first frame, where the loop wraps) of the
-    order of ``mean_step`` (a seam no larger than a regular step). Mechanical: ``frames`` = num_frames - 1."""
+    """Expected for a trained model: ``seam_step`` (last saved frame -> first frame, where the loop wraps) no larger
+    than ``mean_step`` (a typical step between consecutive frames). Mechanical: ``frames`` = num_frames - 1."""
 
     frames: int
     seam_step: float
     mean_step: float
-    closing_frame_error: float  # the dropped closing frame vs the first frame (small for a trained model)
+
+    @property
+    def seam_ratio(self) -> float:
+        return self.seam_step / max(self.mean_step, 1e-12)
 
 
 def loop_report(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", **kwargs: Any) -> LoopReport:
-    full = loop(pipe, image, prompt, generator=_generator(), output_type="pt", drop_last_frame=False,
-                **kwargs).frames[0]
-    kept = full[:, :-1]  # what loop() returns and the saved file holds
-    return LoopReport(kept.shape[1], _mse(kept[:, -1], kept[:, 0]), float(_step_errors(kept).mean()),
-                      _mse(full[:, -1], full[:, 0]))
+    """``kwargs`` go to :func:`loop` (``closed``, ``num_frames``, ...) and the pipeline."""
+    video = loop(pipe, image, prompt, generator=_generator(), output_type="pt", **kwargs).frames[0]  # as saved
+    return LoopReport(video.shape[1], _mse(video[:, -1], video[:, 0]), float(_step_errors(video).mean()))
 
 
 @dataclass

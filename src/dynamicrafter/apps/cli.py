@@ -69,6 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, help="output video (.mp4/.gif/.webp, or a folder for PNGs)")
     p.add_argument("--keep-last-frame", action="store_true",
                    help="keep the closing frame (by default it is dropped so the video plays seamlessly)")
+    p.add_argument("--open", action="store_true",
+                   help="sample the closing frame on its own, as the released scripts do (by default it shares the "
+                        "first frame's latent, so the wrap is a regular step)")
     add_sampling_options(p)
     add_model_options(p)
     p.set_defaults(func=run_loop)
@@ -139,8 +142,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
 
 def run_loop(args: argparse.Namespace) -> int:
-    """A looping video: the same image at both ends of the VDG input. The closing frame (a repeat of the first)
-    is dropped, so the saved gif / mp4 of T - 1 frames plays seamlessly."""
+    """A looping video: the same image at both ends of the VDG input, sampled on a circle (the closing frame shares
+    the first frame's latent). The closing frame is not saved, so the gif / mp4 of T - 1 frames plays seamlessly."""
     from dynamicrafter.apps.interpolation import loop
 
     out_path = check_output_path(args.output)
@@ -151,7 +154,7 @@ def run_loop(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     t0 = time.perf_counter()
     result = loop(pipe, args.image, args.prompt or "", generator=generator_for(resolve_seed(args.seed)),
-                  drop_last_frame=not args.keep_last_frame, **sampling_kwargs(args))
+                  closed=not args.open, drop_last_frame=not args.keep_last_frame, **sampling_kwargs(args))
     written = save_video(result.frames[0], out_path, fps=args.fps or pipe.config.defaults.save_fps)
     _saved(written, len(result.frames[0]), t0)
     return 0

@@ -2,8 +2,8 @@
 
 Both use the interpolation form of the VDG input: the latents of the first and the last frame, zeros between
 (released ``interp`` model); the context stream (P's tokens) comes from the first frame. A loop is an interpolation
-from an image to itself; its last frame repeats the first, so it is dropped (as the released scripts do when saving
-loops) and the saved video plays seamlessly.
+from an image to itself, sampled on a circle: its closing frame shares the first frame's latent and is not saved, so
+the saved video plays seamlessly (:func:`loop`).
 
     out = interpolate_keyframes(pipe, ["a.png", "b.png", "c.png"], ["a man walks", "he turns"])
     save_video(out.frames[0], "walk.mp4")
@@ -65,17 +65,21 @@ def interpolate_keyframes(pipe: DynamiCrafterPipeline, keyframes: Sequence[Image
 
 
 def loop(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", *, output_type: OutputType = "pil",
-         drop_last_frame: bool = True, **kwargs: Any) -> PipelineOutput:
-    """A looping video: ``image`` at both ends of the VDG input.
+         closed: bool = True, drop_last_frame: bool = True, **kwargs: Any) -> PipelineOutput:
+    """A looping video: ``image`` at both ends of the VDG input (an interpolation from the image to itself).
 
-    With ``drop_last_frame`` (default) the last frame, which closes the loop onto the first, is removed: the
-    ``num_frames - 1`` frames returned (and their latents) play seamlessly when repeated.
+    ``closed`` (default): the loop is sampled on a circle (the pipeline's ``closed_loop``): the closing frame is the
+    first frame's latent itself, so the wrap from the last frame to the first is a step the network takes like any
+    other. ``closed=False``: the released way, the closing frame sampled on its own (it only resembles the first).
+    With ``drop_last_frame`` (default) the closing frame is left out: the ``num_frames - 1`` frames returned (and
+    their latents) play seamlessly when repeated; otherwise it is appended (for a closed loop, a copy of frame 0).
     """
-    out = pipe(image, prompt, end_image=image, output_type=working_output_type(output_type), **kwargs)
+    out = pipe(image, prompt, end_image=image, output_type=working_output_type(output_type), closed_loop=closed,
+               **kwargs)
     video, latents = out.frames, out.latents
-    if drop_last_frame:
-        if video.shape[2] < 2:
-            raise UserError(f"a loop needs at least 2 frames (the last one is dropped), got {video.shape[2]}")
+    if closed and not drop_last_frame:
+        video, latents = (torch.cat([x, x[:, :, :1]], dim=2) for x in (video, latents))
+    elif not closed and drop_last_frame:
         video, latents = video[:, :, :-1], latents[:, :, :-1]
     return PipelineOutput(frames=finish(video, output_type), latents=latents, timings=out.timings)
 

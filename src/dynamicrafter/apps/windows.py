@@ -1,4 +1,4 @@
-"""Longer videos: sliding temporal context windows around the denoiser (k-diffusion style wrapper).
+"""Denoiser wrappers on the time axis: sliding temporal context windows (longer videos) and closed loops.
 
 The network is trained on clips of ``temporal_length`` frames (16). For a video of ``T > 16`` frames every
 denoising step evaluates the network on overlapping windows of ``size`` frames, ``stride`` frames apart (the last
@@ -100,3 +100,24 @@ class TemporalWindows:
             return out
 
         return denoise
+
+
+def closed_loop(denoise: Denoiser) -> Denoiser:
+    """A loop sampled on a circular timeline: denoiser of ``T + 1`` frames -> denoiser of the ``T`` distinct frames.
+
+    The network sees the ``T`` frames with frame 0 appended as the closing frame ``T`` (where the loop's VDG input
+    holds the image again), and frame 0 takes the mean of its two predictions, at position 0 and at position ``T``:
+
+        pred[0] = (pred_net[0] + pred_net[T]) / 2,   pred[k] = pred_net[k]  (0 < k < T)
+
+    The closing frame is then frame 0 exactly, at every step, and the wrap from frame ``T - 1`` back to frame 0 is a
+    step the network takes between two neighbouring positions, like any other (MultiDiffusion's averaging of a frame
+    seen twice, on a circle).
+    """
+
+    def denoise_loop(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        pred = denoise(torch.cat([z, z[:, :, :1]], dim=2), t)  # (b, c, T + 1, h, w)
+        first = (pred[:, :, :1] + pred[:, :, -1:]) / 2  # (b, c, 1, h, w)
+        return torch.cat([first, pred[:, :, 1:-1]], dim=2)  # (b, c, T, h, w)
+
+    return denoise_loop

@@ -136,7 +136,8 @@ class ModelService:
 
     def loop(self, image: Any, prompt: Any, settings: Settings, *, progress: ProgressFn | None = None,
              warn: WarnFn | None = None) -> JobResult:
-        """A seamless loop (the closing frame, a repeat of the first, is dropped: frames - 1 are written)."""
+        """A seamless loop, sampled on a circle (the closing frame is the first frame again and is not written:
+        frames - 1 are)."""
         picture = check_image(image, "image", self.config).path
         text = self._prompt(prompt, warn)
         kwargs = self._pipeline_kwargs(settings)
