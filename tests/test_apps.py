@@ -209,7 +209,7 @@ def test_motion_controls_per_model():
         m = motion_controls(name)
         assert (m.frame_stride_meaning, m.frame_stride_range, m.frame_stride_more_motion) == (meaning, rng, more)
         assert m.image_attention_scale_range == (0.0, 1.0) and m.learned_lambda == (name == "256")
-        assert "smaller = less adherence" in m.describe()
+        assert "smaller = a weaker context stream" in m.describe()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ class MotionControls:
 
     ``frame_stride``: the fs condition, a frame stride (256 model: larger = more motion) or frames per second
     (512 / 1024 / interpolation: smaller = more motion). ``image_attention_scale``: the factor s on lambda
-    (smaller = less adherence to the image, more motion; 0 = context stream off).
+    (smaller = a weaker context stream, less adherence to the image; 0 = context stream off). How lambda changes the
+    amount of motion depends on the model: measure it with :func:`dynamicrafter.apps.checks.lambda_sweep`.
     """
 
     model: str
@@ -116,7 +117,7 @@ class MotionControls:
         return (f"model {self.model}: --frame-stride is the {self.frame_stride_meaning}, {lo}-{hi} (default "
                 f"{self.frame_stride_default}; {self.frame_stride_more_motion} = more motion); "
                 f"--image-attention-scale {s_lo:g}-{s_hi:g} (default {self.image_attention_scale_default:g}; "
-                f"smaller = less adherence to the image, more motion)")
+                f"smaller = a weaker context stream, less adherence to the image)")
 
 
 def motion_controls(model: str | ModelConfig) -> MotionControls:

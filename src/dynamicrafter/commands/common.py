@@ -63,7 +63,7 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("conditioning streams and long videos")
     g.add_argument("--image-attention-scale", dest="image_attention_scale", metavar="S",
                    help="scale lambda of the image cross-attention: one value (1 = as trained, 0 = context stream "
-                        "off; smaller = less adherence to the image, more motion) or per group / layer, e.g. "
+                        "off; smaller = weaker context stream, less adherence to the image) or per group / layer, e.g. "
                         "input=0.5,middle=1.0,output=1.0")
     g.add_argument("--no-context-stream", dest="context_stream", action="store_false",
                    help="switch the context stream off (no image cross-attention; lambda = 0)")

@@ -153,7 +153,7 @@ def controls_for(model: ModelConfig, config: UIConfig) -> dict[str, Control]:
                                 f"{motion.frame_stride_more_motion} = more motion"),
         "image_attention_scale": Control("Lambda (image attention scale)", s_lo, s_hi,
                                          motion.image_attention_scale_default, 0.05, False,
-                                         "smaller = less adherence to the image, more motion"),
+                                         "smaller = weaker context stream, less adherence to the image"),
         "frames": Control("Frames", 2, max_frames, min(d.num_frames, max_frames), 1, True,
                           f"the model is trained on {length}; more use sliding windows"),
     }
