@@ -299,7 +299,8 @@ class DynamiCrafterPipeline:
         cond = Conditioning.cat(branches)
 
         # 7. Initial noise (a closed loop keeps only its distinct frames) ----------------------------------------
-        shape = (batch, self.config.unet.out_channels, num_frames - closed_loop, h, w)
+        state_frames = num_frames - 1 if closed_loop else num_frames
+        shape = (batch, self.config.unet.out_channels, state_frames, h, w)
         if latents is None:
             latents = randn(shape, generator, self.device, torch.float32)
         elif tuple(latents.shape) != shape:
@@ -384,9 +385,9 @@ class DynamiCrafterPipeline:
         if height % multiple or width % multiple or height <= 0 or width <= 0:
             raise UserError(f"height and width must be positive multiples of {multiple} (VAE x U-Net downsampling), "
                             f"got {height}x{width}")
-        if num_frames < 1 + closed_loop:
-            raise UserError(f"num_frames must be >= {1 + closed_loop}{' for a closed loop' * closed_loop}, "
-                            f"got {num_frames}")
+        min_frames, what = (2, " for a closed loop") if closed_loop else (1, "")
+        if num_frames < min_frames:
+            raise UserError(f"num_frames must be >= {min_frames}{what}, got {num_frames}")
         if not 1 <= steps <= 1000:
             raise UserError(f"num_inference_steps must be in [1, 1000], got {steps}")
         if guidance_scale < 0:
