@@ -1,5 +1,7 @@
 """Applications (Python API): interpolation, keyframe chaining, loops, sliding windows, lambda, stories, checks."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -47,6 +49,22 @@ def test_windows_cover_every_frame_and_weights_sum_to_one(frames, size, stride, 
         for s, w in zip(slices, windows.weights(frames, T)):
             total[s] += w
         torch.testing.assert_close(total, torch.ones(frames))
+
+
+@pytest.mark.parametrize(("frames", "size", "stride", "first_frames"), [
+    (12, 4, 2, [0, 2, 4, 6, 8, 10]),  # the last window wraps: frames 10, 11, 0, 1
+    (10, 4, 3, [0, 3, 6, 9]),  # windows wrap past the end, all the same size
+])
+def test_windows_on_a_circle_wrap_around_and_weights_sum_to_one(frames, size, stride, first_frames):
+    windows = TemporalWindows(size, stride)
+    indices = windows.windows(frames, T, circular=True)
+    assert [int(w[0]) for w in indices] == first_frames
+    assert all(torch.equal(w, (w[0] + torch.arange(size)) % frames) for w in indices)
+    total = torch.zeros(frames)
+    for w, weight in zip(indices, windows.weights(frames, T, circular=True)):
+        total[w] += weight
+    torch.testing.assert_close(total, torch.ones(frames))
+    assert windows.windows(size, T, circular=True) == [slice(0, size)]  # one window: the network's own circle
 
 
 def test_window_settings_are_checked():
@@ -138,25 +156,81 @@ def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows():
             return denoise(z, t)
         return recorded
 
-    out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper, **FAST)
+    out = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper,
+               **FAST)
     assert out.frames.shape[2] == T - 1 and out.latents.shape[2] == T - 1 and set(seen) == {T - 1}
-    again = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
+    again = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", **FAST)
     assert torch.equal(out.frames, again.frames)  # seeded loops are reproducible
-    closing = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
+    closing = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", drop_last_frame=False,
+                   **FAST).frames
     assert torch.equal(closing[:, :, :-1], out.frames) and torch.equal(closing[:, :, -1], closing[:, :, 0])
-    long = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T,
+    long = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", num_frames=3 * T,
                 temporal_windows=TemporalWindows(T, T // 2), **{**FAST, "num_inference_steps": 1})
     assert long.frames.shape[2] == 3 * T - 1
     with pytest.raises(UserError, match="num_frames must be >= 2 for a closed loop"):
-        loop(PIPE, IMAGES[0], "x", num_frames=1, **FAST)
+        loop(PIPE, IMAGES[0], "x", method="closed", num_frames=1, **FAST)
+
+
+def test_ring_loop_is_an_animation_on_a_circular_timeline():
+    calls = []
+
+    def wrapper(denoise, cond):
+        def recorded(z, t):
+            calls.append((z.shape[2], [m.circular for m in PIPE.model.unet.modules() if hasattr(m, "circular")],
+                          bool(cond.concat[:, :, 1:-1].ne(0).any())))
+            return denoise(z, t)
+        return recorded
+
+    out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper, **FAST)
+    assert PIPE.config.interp_mode is False  # the default method of an image-to-video model is the ring
+    assert out.frames.shape[2] == T and out.latents.shape[2] == T  # every frame distinct, none dropped
+    # every step runs the network on the circle, with the image-to-video VDG input (the image in every frame)
+    assert {c[0] for c in calls} == {T} and all(all(c[1]) and c[2] for c in calls)
+    assert not any(m.circular for m in PIPE.model.unet.modules() if hasattr(m, "circular"))  # restored after
+    same = PIPE(IMAGES[0], "x", circular=True, generator=gen(2), output_type="pt", **FAST)
+    assert torch.equal(out.frames, same.frames)
+    plain = PIPE(IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
+    assert not torch.allclose(out.frames, plain.frames, atol=1e-4)
+    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
+    assert torch.equal(kept[:, :, :-1], out.frames) and torch.equal(kept[:, :, -1], kept[:, :, 0])
+
+
+def test_long_ring_loop_wraps_its_windows_around_the_circle():
+    seen = []
+    ring = PIPE.model.unet
+
+    def recording(z, t, frames):
+        seen.append((frames.tolist() if isinstance(frames, torch.Tensor) else frames,
+                     any(m.circular for m in ring.modules() if hasattr(m, "circular"))))
+        return torch.zeros_like(z)
+
+    windows = TemporalWindows(T, T // 2)
+    denoise = windows.denoiser(recording, 3 * T, T, circular=True)
+    denoise(torch.zeros(1, 4, 3 * T, 2, 2), torch.zeros(1))
+    assert [w[0] for w, _ in seen] == list(range(0, 3 * T, T // 2))
+    assert seen[-1][0] == [(3 * T - T // 2 + k) % (3 * T) for k in range(T)]  # the last window wraps to frame 0
+    out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T, temporal_windows=windows,
+               **{**FAST, "num_inference_steps": 1})
+    assert out.frames.shape[2] == 3 * T
+
+
+def test_loop_methods_are_checked():
+    with pytest.raises(UserError, match="unknown loop method 'spiral': use one of \\['ring', 'closed', 'open'\\]"):
+        loop(PIPE, IMAGES[0], "x", method="spiral", **FAST)
+    with pytest.raises(UserError, match="circular and closed_loop are two ways to sample a loop"):
+        PIPE(IMAGES[0], "x", end_image=IMAGES[0], circular=True, closed_loop=True, **FAST)
+    interp = tiny_pipeline(dataclasses.replace(PIPE.config, interp_mode=True))
+    with pytest.raises(UserError, match="ring loop animates the image.*use the 'closed' loop method"):
+        loop(interp, IMAGES[0], "x", method="ring", **FAST)
+    assert loop(interp, IMAGES[0], "x", output_type="pt", **FAST).frames.shape[2] == T - 1  # default: closed
 
 
 def test_open_loop_is_the_released_interpolation_from_the_image_to_itself():
-    full = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", closed=False, drop_last_frame=False,
+    full = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", method="open", drop_last_frame=False,
                 **FAST).frames
     same = PIPE(IMAGES[0], "x", end_image=IMAGES[0], generator=gen(2), output_type="pt", **FAST).frames
     assert torch.equal(full, same)
-    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", closed=False, **FAST)
+    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", method="open", **FAST)
     assert kept.frames.shape[2] == T - 1 and kept.latents.shape[2] == T - 1
     assert torch.equal(kept.frames, full[:, :, :-1])
 
@@ -232,9 +306,10 @@ def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_
                                    {"image": "img2.png", "loop": True}]}, base_dir=image_dir)
     assert [s.seed for s in story.shots] == [123, 9, 125]
     result = render_story(PIPE, story)
-    lengths = [T, T, T - 1]
+    lengths = [T, T, T]  # the loop is a ring (the tiny model animates images): all its frames are distinct
     assert result.video.shape[1] == sum(lengths) - 2 and [c.shape[1] for c in result.clips] == lengths
-    assert result.frame_ranges == [(0, T), (T - 1, 2 * T - 1), (2 * T - 2, 3 * T - 3)]
+    assert result.frame_ranges == [(0, T), (T - 1, 2 * T - 1), (2 * T - 2, 3 * T - 2)]
+    assert [s.loop_method for s in result.shots] == [None, None, "ring"]  # resolved for the sidecar
     assert all(s.frames == T and s.steps == 2 and s.eta == 1.0 for s in result.shots)  # resolved for the sidecar
     assert torch.equal(render_shot(PIPE, result.shots[1], 32, 32), result.clips[1])
     start, stop = result.frame_ranges[1]
@@ -249,6 +324,9 @@ def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_
     ([{"image": "img0.png", "frames": "ten"}], "shot 1: 'frames' must be an integer, got 'ten'"),
     ([{"image": "img0.png", "eta": 2}], "shot 1: 'eta' must be in [0, 1], got 2"),
     ([{"image": "img0.png", "loop": "yes"}], "shot 1: 'loop' must be true or false"),
+    ([{"image": "img0.png", "loop": True, "loop_method": "spiral"}], "shot 1: 'loop_method' must be one of ['ring', "
+                                                                     "'closed', 'open'], got 'spiral'"),
+    ([{"image": "img0.png", "loop_method": "open"}], "shot 1: 'loop_method' is set but 'loop' is not true"),
     ([{"image": "img0.png", "image_attention_scale": "input=x"}], "shot 1: 'image_attention_scale'"),
     (["img0.png"], "shot 1: a shot is a mapping"),
 ])
@@ -281,7 +359,7 @@ def test_checks_run_and_their_mechanical_parts_hold():
     report = interpolation_report(PIPE, IMAGES[0], IMAGES[1], "x", **FAST)
     assert report.vdg_ends and report.start_error >= 0
     looped = loop_report(PIPE, IMAGES[0], "x", **FAST)
-    assert looped.frames == T - 1 and looped.seam_step >= 0 and looped.mean_step >= 0 and looped.seam_ratio >= 0
+    assert looped.frames == T and looped.seam_step >= 0 and looped.mean_step >= 0 and looped.seam_ratio >= 0
     sweep = lambda_sweep(PIPE, IMAGES[0], "x", scales=(0.0, 1.0), **FAST)
     assert sweep.zero_is_context_off and len(sweep.image_error) == 2
     windows = window_report(PIPE, IMAGES[0], "x", num_frames=8, windows=TemporalWindows(4, 2),

@@ -45,13 +45,16 @@ def test_interpolate_three_keyframes_with_a_prompt_per_segment(tmp_path, checkpo
     assert "got 3 prompts for 3 keyframes" in capsys.readouterr().err
 
 
-def test_loop_file_has_one_frame_less(tmp_path, checkpoint, images):
+def test_loop_methods_write_their_frame_counts(tmp_path, checkpoint, images, capsys):
     out = tmp_path / "loop.gif"
-    assert main(["loop", images[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), *FAST]) == 0
-    assert read_video_frames(out).shape[0] == T - 1
-    assert main(["loop", images[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), "--open",
-                 "--keep-last-frame", *FAST]) == 0
-    assert read_video_frames(out).shape[0] == T
+    counts = {(): T, ("--method", "ring", "--keep-last-frame"): T + 1, ("--method", "closed"): T - 1,
+              ("--method", "open", "--keep-last-frame"): T}
+    for options, frames in counts.items():
+        assert main(["loop", images[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), *options, *FAST]) == 0
+        assert read_video_frames(out).shape[0] == frames, options
+    with pytest.raises(SystemExit):
+        main(["loop", images[0], "-c", str(checkpoint), "-o", str(out), "--method", "spiral"])
+    assert "invalid choice: 'spiral'" in capsys.readouterr().err
 
 
 def test_animate_long_video_with_windows_and_stream_controls(tmp_path, checkpoint, images, capsys):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dynamicrafter.config import tiny_config
+from dynamicrafter.errors import ConfigError
 from dynamicrafter.models.attention import Attention, TemporalTransformer
 from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder, antialiased_bicubic_resize
 from dynamicrafter.models.resampler import Resampler
@@ -142,6 +143,32 @@ def test_temporal_switches_causal_and_relative_position():
     relative = randomize_(TemporalTransformer(16, 2, 8, norm_groups=8, relative_position=True, temporal_length=5))
     assert relative(x).shape == x.shape
     assert "transformer_blocks.0.attn1.relative_position_k.embeddings_table" in dict(relative.named_parameters())
+
+
+@pytest.mark.parametrize("relative_position", [False, True])
+def test_circular_time_makes_the_unet_equivariant_to_rotations_of_the_frames(relative_position):
+    """On a circular time axis no frame is first: rotating the frames (and their per-frame image tokens) rotates
+    the prediction. With the released zero padding (and clipped relative distances) it does not."""
+    config = dataclasses.replace(CFG, unet=dataclasses.replace(CFG.unet, use_relative_position=relative_position))
+    unet = make_unet(config)
+    frames, per = 6, config.unet.image_tokens_per_frame
+    x, t, ctx, fs = unet_inputs(config, frames=frames)
+    text, image = ctx[:, :config.unet.text_context_len], ctx[:, config.unet.text_context_len:]
+    rotated_image = image.reshape(2, frames, per, -1).roll(2, dims=1).reshape_as(image)
+    rotated = (x.roll(2, dims=2), t, torch.cat([text, rotated_image], dim=1), fs)
+    with unet.circular_time():
+        circular = unet(x, t, ctx, fs)
+        torch.testing.assert_close(unet(*rotated), circular.roll(2, dims=2), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(unet(*rotated), unet(x, t, ctx, fs).roll(2, dims=2), atol=1e-3)
+    assert not any(m.circular for m in unet.modules() if hasattr(m, "circular"))  # restored on exit
+    assert not torch.allclose(circular, unet(x, t, ctx, fs), atol=1e-3)
+
+
+def test_circular_time_needs_non_causal_temporal_attention():
+    unet = UNet3D(dataclasses.replace(CFG.unet, use_causal_attention=True))
+    with pytest.raises(ConfigError, match="circular time axis needs non-causal temporal attention"):
+        with unet.circular_time():
+            pass
 
 
 def test_unet_runs_as_image_model_without_temporal_layers():

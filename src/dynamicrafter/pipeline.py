@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dynamicrafter.apps.windows import Frames
 from dynamicrafter.apps.windows import closed_loop as close_loop
 from dynamicrafter.conditioning import Conditioning, build_conditioning, encode_image_tokens, encode_text, vdg_latents
 from dynamicrafter.config import ModelConfig, resolve_config
@@ -184,6 +185,7 @@ class DynamiCrafterPipeline:
         denoiser_wrapper: Callable[[Callable, Conditioning], Callable] | None = None,
         temporal_windows: TemporalWindows | None = None,
         closed_loop: bool = False,
+        circular: bool = False,
     ) -> PipelineOutput:
         """Animate ``image`` following ``prompt``.
 
@@ -199,6 +201,9 @@ class DynamiCrafterPipeline:
         ``closed_loop``: frame ``num_frames - 1`` is frame 0 again (a loop): the sampler keeps ``num_frames - 1``
         latents, frame 0's prediction averages its two positions (:func:`dynamicrafter.apps.windows.closed_loop`),
         and the ``num_frames - 1`` distinct frames are returned.
+        ``circular``: the timeline is a circle, frame ``num_frames - 1`` is frame 0's neighbour (a ring loop, every
+        returned frame distinct): the network's time axis wraps around (``UNet3D.circular_time``), or with
+        ``temporal_windows`` shorter than the video the windows wrap around the circle.
         """
         timings: dict[str, float] = {}
         d = self.config.defaults
@@ -217,6 +222,8 @@ class DynamiCrafterPipeline:
                                                                                                  temporal_length)
         self._check_options(num_frames, height, width, steps, guidance_scale, frame_stride, eta, output_type,
                             window_frames, closed_loop)
+        if circular and closed_loop:
+            raise UserError("circular and closed_loop are two ways to sample a loop: choose one")
         prompts = self._as_list(prompt if prompt is not None else "", "prompt")
         images = self._as_list(image, "image") if image is not None else None
         batch = self._batch_size(prompts, images, prompt_embeds, image_embeds, image_latents)
@@ -310,17 +317,18 @@ class DynamiCrafterPipeline:
         # 8. Denoising loop (DDIM + classifier-free guidance, all branches in one batch) -----------------------
         t0 = time.perf_counter()
 
-        def denoise_frames(z: torch.Tensor, t: torch.Tensor, frames: slice) -> torch.Tensor:
+        def denoise_frames(z: torch.Tensor, t: torch.Tensor, frames: Frames) -> torch.Tensor:
             """Guided prediction for ``frames`` of the video; z (b, 4, len(frames), h, w)."""
             return guided(self._batched_unet(cond, frames), len(branches), guidance_scale, image_guidance_scale,
                           guidance_rescale)(z, t)
 
         desc = "denoising"
+        circular_network = circular and window_frames == num_frames  # else the windows wrap around the circle
         if temporal_windows is None:
             denoise = functools.partial(denoise_frames, frames=slice(None))
         else:
-            denoise = temporal_windows.denoiser(denoise_frames, num_frames, temporal_length)
-            desc += f" ({len(temporal_windows.slices(num_frames, temporal_length))} windows)"
+            denoise = temporal_windows.denoiser(denoise_frames, num_frames, temporal_length, circular)
+            desc += f" ({len(temporal_windows.windows(num_frames, temporal_length, circular))} windows)"
         if closed_loop:
             denoise = close_loop(denoise)
         if denoiser_wrapper is not None:
@@ -339,7 +347,8 @@ class DynamiCrafterPipeline:
         scale = 0.0 if not context_stream else image_attention_scale
         previous = self.model.unet.set_image_attention_scale(scale) if scale is not None else None
         try:
-            latents = sample_ddim(denoise, latents, self.model.schedule, timesteps, eta, generator, on_step)
+            with self.model.unet.circular_time(circular_network):
+                latents = sample_ddim(denoise, latents, self.model.schedule, timesteps, eta, generator, on_step)
         finally:
             bar.close()
             if previous is not None:
@@ -359,10 +368,10 @@ class DynamiCrafterPipeline:
     # Helpers
     # -------------------------------------------------------------------------------------------------------------
 
-    def _batched_unet(self, cond: Conditioning, frames: slice = slice(None)
+    def _batched_unet(self, cond: Conditioning, frames: Frames = slice(None)
                       ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-        """z (b, 4, t, h, w) of the video frames ``frames`` -> predictions of every branch (n*b, 4, t, h, w) from
-        one network call.
+        """z (b, 4, t, h, w) of the video frames ``frames`` (a slice, or indices of a window wrapping around a
+        circle) -> predictions of every branch (n*b, 4, t, h, w) from one network call.
 
         The VDG latents are sliced to ``frames``; the context is not: P's per-frame image tokens are used in
         window-relative order (frame k of the slice gets token group k, as in a plain run of that length).

@@ -76,11 +76,13 @@ def interpolation_report(pipe: DynamiCrafterPipeline, start: ImageInput, end: Im
 @dataclass
 class LoopReport:
     """Expected for a trained model: ``seam_step`` (last saved frame -> first frame, where the loop wraps) no larger
-    than ``mean_step`` (a typical step between consecutive frames). Mechanical: ``frames`` = num_frames - 1."""
+    than ``mean_step`` (a typical step between consecutive frames). Mechanical: ``frames`` as saved (``num_frames``
+    for a ring loop, ``num_frames - 1`` for closed and open loops)."""
 
     frames: int
     seam_step: float
     mean_step: float
+    image_error: float  # first frame vs the input image
 
     @property
     def seam_ratio(self) -> float:
@@ -88,16 +90,18 @@ class LoopReport:
 
 
 def loop_report(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", **kwargs: Any) -> LoopReport:
-    """``kwargs`` go to :func:`loop` (``closed``, ``num_frames``, ...) and the pipeline."""
+    """``kwargs`` go to :func:`loop` (``method``, ``num_frames``, ...) and the pipeline."""
     video = loop(pipe, image, prompt, generator=_generator(), output_type="pt", **kwargs).frames[0]  # as saved
-    return LoopReport(video.shape[1], _mse(video[:, -1], video[:, 0]), float(_step_errors(video).mean()))
+    return LoopReport(video.shape[1], _mse(video[:, -1], video[:, 0]), float(_step_errors(video).mean()),
+                      _mse(video[:, 0], _reference(pipe, image, kwargs)))
 
 
 @dataclass
 class LambdaSweep:
     """Per scale s of lambda: ``image_error`` (mean MSE of the frames to the input image) and ``motion`` (mean MSE
-    between consecutive frames). Expected for a trained model: as s decreases, image_error and motion grow (less
-    adherence to the image, more motion). Mechanical: ``zero_is_context_off`` (s = 0 equals the run without the
+    between consecutive frames). Expected for a trained model: as s decreases, image_error grows (less adherence to
+    the image); motion changes too, in a direction the model decides (the default model moves less at s = 0, see
+    the README). Mechanical: ``zero_is_context_off`` (s = 0 equals the run without the
     context stream, bit for bit)."""
 
     scales: list[float]

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from dynamicrafter.apps.windows import LOOP_METHODS
 from dynamicrafter.commands.common import (
     add_model_options,
     add_sampling_options,
@@ -30,7 +31,8 @@ INTERPOLATE_EXAMPLES = """examples:
   dynamicrafter interpolate k1.png k2.png k3.png --prompts-file prompts.txt --frames 32 --window -o long.mp4
 """
 LOOP_EXAMPLES = """examples:
-  dynamicrafter loop loop_beach.png -p "waves crash on the beach" -c interp/model.ckpt -o beach.gif
+  dynamicrafter loop loop_beach.png -p "waves crash on the beach" -o beach.gif        # a ring loop (16 frames)
+  dynamicrafter loop loop_beach.png -p "waves crash on the beach" -c interp/model.ckpt -o beach.gif  # closed loop
 """
 STORY_EXAMPLES = """examples:
   dynamicrafter story story.yaml -o story.mp4                 # also writes story.story.json (the sidecar)
@@ -43,9 +45,9 @@ script (YAML or JSON):
   shots:
     - {image: bear.png, prompt: a bear walks, frame_stride: 3}
     - {image: boat.png, prompt: a boat sails, seed: 7, frames: 16}
-  shot fields: image, prompt, negative_prompt, end_image, loop, frames, frame_stride, seed, steps, guidance_scale,
-  image_guidance_scale, guidance_rescale, eta, image_attention_scale, context_stream, vdg, window, window_stride,
-  window_weighting
+  shot fields: image, prompt, negative_prompt, end_image, loop, loop_method, frames, frame_stride, seed, steps,
+  guidance_scale, image_guidance_scale, guidance_rescale, eta, image_attention_scale, context_stream, vdg, window,
+  window_stride, window_weighting
 """
 LAMBDA_EXAMPLES = """examples:
   dynamicrafter lambda dynamicrafter_256/model.ckpt -o lambda.png   # learned lambda per layer (paper Fig. 2 left)
@@ -65,13 +67,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("loop", help="a seamlessly looping video from one image",
                               description=_doc(run_loop), epilog=LOOP_EXAMPLES, formatter_class=fmt)
-    p.add_argument("image", help="input image (first and last frame of the loop)")
+    p.add_argument("image", help="input image (the loop's first frame)")
     p.add_argument("--output", "-o", required=True, help="output video (.mp4/.gif/.webp, or a folder for PNGs)")
+    p.add_argument("--method", choices=list(LOOP_METHODS),
+                   help="ring: the image animated on a circular timeline, every frame distinct (default for "
+                        "image-to-video models); closed: an interpolation from the image to itself whose closing "
+                        "frame is frame 0 (default for interpolation models); open: the released way, the closing "
+                        "frame sampled on its own")
     p.add_argument("--keep-last-frame", action="store_true",
-                   help="keep the closing frame (by default it is dropped so the video plays seamlessly)")
-    p.add_argument("--open", action="store_true",
-                   help="sample the closing frame on its own, as the released scripts do (by default it shares the "
-                        "first frame's latent, so the wrap is a regular step)")
+                   help="also save the closing frame, a copy of frame 0 (by default the saved video plays "
+                        "seamlessly when repeated)")
     add_sampling_options(p)
     add_model_options(p)
     p.set_defaults(func=run_loop)
@@ -142,8 +147,9 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
 
 def run_loop(args: argparse.Namespace) -> int:
-    """A looping video: the same image at both ends of the VDG input, sampled on a circle (the closing frame shares
-    the first frame's latent). The closing frame is not saved, so the gif / mp4 of T - 1 frames plays seamlessly."""
+    """A looping video of the image that plays seamlessly when repeated. Image-to-video models animate it on a
+    circular timeline (--method ring: T distinct frames, the last one the first one's neighbour); interpolation
+    models interpolate from the image to itself with frame 0 as the closing frame (--method closed: T - 1 frames)."""
     from dynamicrafter.apps.interpolation import loop
 
     out_path = check_output_path(args.output)
@@ -154,7 +160,7 @@ def run_loop(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     t0 = time.perf_counter()
     result = loop(pipe, args.image, args.prompt or "", generator=generator_for(resolve_seed(args.seed)),
-                  closed=not args.open, drop_last_frame=not args.keep_last_frame, **sampling_kwargs(args))
+                  method=args.method, drop_last_frame=not args.keep_last_frame, **sampling_kwargs(args))
     written = save_video(result.frames[0], out_path, fps=args.fps or pipe.config.defaults.save_fps)
     _saved(written, len(result.frames[0]), t0)
     return 0

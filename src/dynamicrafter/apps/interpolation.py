@@ -1,9 +1,10 @@
 """Generative frame interpolation (two or more keyframes) and looping.
 
-Both use the interpolation form of the VDG input: the latents of the first and the last frame, zeros between
-(released ``interp`` model); the context stream (P's tokens) comes from the first frame. A loop is an interpolation
-from an image to itself, sampled on a circle: its closing frame shares the first frame's latent and is not saved, so
-the saved video plays seamlessly (:func:`loop`).
+Interpolation uses the interpolation form of the VDG input: the latents of the first and the last frame, zeros
+between (released ``interp`` model); the context stream (P's tokens) comes from the first frame. A loop is either an
+animation of the image on a circular timeline (``ring``, image-to-video models) or an interpolation from the image to
+itself whose closing frame shares the first frame's latent (``closed``, interpolation models); either way the saved
+video plays seamlessly (:func:`loop`).
 
     out = interpolate_keyframes(pipe, ["a.png", "b.png", "c.png"], ["a man walks", "he turns"])
     save_video(out.frames[0], "walk.mp4")
@@ -18,6 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dynamicrafter.apps.frames import chain, finish, working_output_type
+from dynamicrafter.apps.windows import LOOP_METHODS
+from dynamicrafter.config import ModelConfig
 from dynamicrafter.errors import UserError
 from dynamicrafter.pipeline import DynamiCrafterPipeline, ImageInput, OutputType, PipelineOutput
 
@@ -64,24 +67,49 @@ def interpolate_keyframes(pipe: DynamiCrafterPipeline, keyframes: Sequence[Image
     return PipelineOutput(frames=finish(chain(clips), output_type), latents=chain(latents), timings=timings)
 
 
-def loop(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", *, output_type: OutputType = "pil",
-         closed: bool = True, drop_last_frame: bool = True, **kwargs: Any) -> PipelineOutput:
-    """A looping video: ``image`` at both ends of the VDG input (an interpolation from the image to itself).
+def default_loop_method(config: ModelConfig) -> str:
+    """``"closed"`` for interpolation models (their VDG input is always a first and a last frame), else ``"ring"``."""
+    return "closed" if config.interp_mode else "ring"
 
-    ``closed`` (default): the loop is sampled on a circle (the pipeline's ``closed_loop``): the closing frame is the
-    first frame's latent itself, so the wrap from the last frame to the first is a step the network takes like any
-    other. ``closed=False``: the released way, the closing frame sampled on its own (it only resembles the first).
-    With ``drop_last_frame`` (default) the closing frame is left out: the ``num_frames - 1`` frames returned (and
-    their latents) play seamlessly when repeated; otherwise it is appended (for a closed loop, a copy of frame 0).
+
+def loop_length(method: str, num_frames: int) -> int:
+    """Frames a loop of ``num_frames`` returns with its closing frame dropped (the ring samples no closing frame)."""
+    return num_frames if method == "ring" else num_frames - 1
+
+
+def loop(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", *, method: str | None = None,
+         output_type: OutputType = "pil", drop_last_frame: bool = True, **kwargs: Any) -> PipelineOutput:
+    """A looping video of ``image``; the frames returned play seamlessly when repeated.
+
+    ``method``:
+
+    - ``"ring"`` (default for image-to-video models): ``image`` animated on a circular timeline (the pipeline's
+      ``circular``): the network's temporal layers wrap around, so frame ``num_frames - 1`` is frame 0's neighbour
+      and the wrap is a step like any other; ``num_frames`` distinct frames.
+    - ``"closed"`` (default for interpolation models such as 512_interp): ``image`` at both ends of the VDG input,
+      the closing frame is frame 0's latent itself (the pipeline's ``closed_loop``); ``num_frames - 1`` frames.
+    - ``"open"``: the released way, an interpolation from ``image`` to itself whose closing frame is sampled on its
+      own (it only resembles the first); the ``num_frames - 1`` frames before it.
+
+    ``drop_last_frame=False`` appends the closing frame (for ring and closed loops, a copy of frame 0).
     """
-    out = pipe(image, prompt, end_image=image, output_type=working_output_type(output_type), closed_loop=closed,
-               **kwargs)
+    method = method or default_loop_method(pipe.config)
+    if method not in LOOP_METHODS:
+        raise UserError(f"unknown loop method {method!r}: use one of {list(LOOP_METHODS)}")
+    if method == "ring" and pipe.config.interp_mode:
+        raise UserError(f"a ring loop animates the image, which interpolation model '{pipe.config.name}' is not "
+                        f"trained for: use the 'closed' loop method")
+    working = working_output_type(output_type)
+    if method == "ring":
+        out = pipe(image, prompt, output_type=working, circular=True, **kwargs)
+    else:
+        out = pipe(image, prompt, end_image=image, output_type=working, closed_loop=method == "closed", **kwargs)
     video, latents = out.frames, out.latents
-    if closed and not drop_last_frame:
-        video, latents = (torch.cat([x, x[:, :, :1]], dim=2) for x in (video, latents))
-    elif not closed and drop_last_frame:
+    if method == "open" and drop_last_frame:
         video, latents = video[:, :, :-1], latents[:, :, :-1]
+    elif method != "open" and not drop_last_frame:
+        video, latents = (torch.cat([x, x[:, :, :1]], dim=2) for x in (video, latents))
     return PipelineOutput(frames=finish(video, output_type), latents=latents, timings=out.timings)
 
 
-__all__ = ["interpolate", "interpolate_keyframes", "loop"]
+__all__ = ["LOOP_METHODS", "default_loop_method", "interpolate", "interpolate_keyframes", "loop", "loop_length"]

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 
 from dynamicrafter.apps.controls import ImageAttentionScale, check_scale_layers, parse_image_attention_scale
 from dynamicrafter.apps.frames import crossfade_concat
-from dynamicrafter.apps.interpolation import loop
-from dynamicrafter.apps.windows import WEIGHTINGS, TemporalWindows
+from dynamicrafter.apps.interpolation import default_loop_method, loop, loop_length
+from dynamicrafter.apps.windows import LOOP_METHODS, WEIGHTINGS, TemporalWindows
 from dynamicrafter.config import PRESETS
 from dynamicrafter.errors import UserError
 from dynamicrafter.pipeline import DynamiCrafterPipeline
@@ -58,7 +58,8 @@ FINGERPRINT_BYTES = 1 << 20  # the model fingerprint hashes the file size and it
 class Shot:
     """One shot. ``None`` means the loaded model's released setting (resolved and recorded in the sidecar).
 
-    ``frames``: frames rendered (a loop keeps ``frames - 1``); ``window`` / ``window_stride`` /
+    ``loop_method``: how a loop is sampled ("ring", "closed", "open"; see :func:`loop`), the model's default when
+    unset. ``frames``: frames rendered (closed and open loops keep ``frames - 1``); ``window`` / ``window_stride`` /
     ``window_weighting``: sliding temporal windows for shots longer than the model's temporal length.
     """
 
@@ -67,6 +68,7 @@ class Shot:
     negative_prompt: str = ""
     end_image: str | None = None
     loop: bool = False
+    loop_method: str | None = None
     frames: int | None = None
     frame_stride: int | None = None
     seed: int | None = None
@@ -95,7 +97,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "window": (1, None), "window_stride": (1, None),
 }
 _KINDS: dict[str, type] = {
-    "image": str, "prompt": str, "negative_prompt": str, "end_image": str, "loop": bool, "frames": int,
+    "image": str, "prompt": str, "negative_prompt": str, "end_image": str, "loop": bool, "loop_method": str,
+    "frames": int,
     "frame_stride": int, "seed": int, "steps": int, "guidance_scale": float, "image_guidance_scale": float,
     "guidance_rescale": float, "eta": float, "context_stream": bool, "vdg": bool, "window": int,
     "window_stride": int, "window_weighting": str,
@@ -216,6 +219,12 @@ def _parse_shot(raw: dict[str, Any], index: int, base: Path, base_seed: int, nam
     if values.get("window") and values.get("window_stride", 0) > values["window"]:
         raise UserError(f"{where} 'window_stride' {values['window_stride']} is larger than 'window' "
                         f"{values['window']}: frames between windows would never be denoised")
+    if values.get("loop_method") is not None:
+        if values["loop_method"] not in LOOP_METHODS:
+            raise UserError(f"{where} 'loop_method' must be one of {list(LOOP_METHODS)}, got "
+                            f"{values['loop_method']!r}")
+        if not values.get("loop"):
+            raise UserError(f"{where} 'loop_method' is set but 'loop' is not true: add 'loop: true' or drop it")
     if values.get("loop") and values.get("end_image"):
         raise UserError(f"{where} 'loop' and 'end_image' exclude each other (a loop ends on its own image)")
     for key in ("image", "end_image"):
@@ -277,6 +286,8 @@ def resolve_shot(pipe: DynamiCrafterPipeline, shot: Shot) -> Shot:
         "frames": d.num_frames, "frame_stride": d.frame_stride, "steps": d.num_inference_steps,
         "guidance_scale": d.guidance_scale, "guidance_rescale": d.guidance_rescale, "eta": d.eta,
     }
+    if shot.loop:
+        resolved["loop_method"] = default_loop_method(pipe.config)
     shot = dataclasses.replace(shot, **{k: v for k, v in resolved.items() if getattr(shot, k) is None})
     windows = shot.temporal_windows()
     if windows is not None:
@@ -299,7 +310,7 @@ def render_shot(pipe: DynamiCrafterPipeline, shot: Shot, height: int | None = No
         "generator": torch.Generator().manual_seed(shot.seed), "output_type": "pt",
     }
     if shot.loop:
-        return loop(pipe, shot.image, shot.prompt, **kwargs).frames[0]
+        return loop(pipe, shot.image, shot.prompt, method=shot.loop_method, **kwargs).frames[0]
     return pipe(shot.image, shot.prompt, end_image=shot.end_image, **kwargs).frames[0]
 
 
@@ -319,9 +330,12 @@ def render_story(pipe: DynamiCrafterPipeline, story: Story) -> StoryResult:
 
 
 def shot_length(shot: Shot) -> int:
-    """Frames a resolved shot contributes (a loop drops its closing frame)."""
+    """Frames a resolved shot contributes (closed and open loops drop their closing frame)."""
     assert shot.frames is not None
-    return shot.frames - 1 if shot.loop else shot.frames
+    if shot.loop:
+        assert shot.loop_method is not None
+        return loop_length(shot.loop_method, shot.frames)
+    return shot.frames
 
 
 def check_joinable(shots: list[Shot], crossfade: int) -> None:

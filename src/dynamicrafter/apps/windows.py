@@ -15,6 +15,11 @@ Each window is conditioned exactly like a plain run of ``size`` frames: its slic
 VDG latents, and P's per-frame image tokens in *window-relative* order (frame k of every window gets token group k,
 the group P learned for position k of a training clip). Frames beyond P's 16 groups therefore reuse groups 0..15,
 and a window as long as the whole video is the plain run, exactly.
+
+On a circle (``circular=True``, a ring loop longer than one window) the windows start every ``stride`` frames all
+the way round and the last ones wrap past frame ``T - 1`` to frame 0, so the wrap is inside a window like any
+other step. (A ring loop that fits in one window is the network's own circular time axis instead, see
+``UNet3D.circular_time``.)
 """
 
 from __future__ import annotations
@@ -27,11 +32,16 @@ import torch
 
 from dynamicrafter.errors import UserError
 
-# (z for the frames of one window (b, c, len, h, w), t (b,), frames: slice of the video) -> prediction, same shape
-FrameDenoiser = Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
+# (z for the frames of one window (b, c, len, h, w), t (b,), frames: slice of the video, or frame indices (len,)
+# int64 for windows that wrap around a circle) -> prediction, same shape
+Frames = slice | torch.Tensor
+FrameDenoiser = Callable[[torch.Tensor, torch.Tensor, Frames], torch.Tensor]
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Weighting = Literal["linear", "uniform"]
 WEIGHTINGS: tuple[str, ...] = ("linear", "uniform")
+# How a loop is sampled (apps.interpolation.loop): on the network's circular time axis, as an interpolation from the
+# image to itself whose closing frame is frame 0 (closed_loop below), or the released way (closing frame on its own)
+LOOP_METHODS: tuple[str, ...] = ("ring", "closed", "open")
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,19 @@ class TemporalWindows:
             starts.append(num_frames - size)  # align the last window to the end
         return [slice(s, s + size) for s in starts]
 
-    def weights(self, num_frames: int, temporal_length: int) -> list[torch.Tensor]:
+    def windows(self, num_frames: int, temporal_length: int, circular: bool = False) -> list[Frames]:
+        """The windows as slices, or on a circle as frame indices (int64, (size,)) starting every ``stride``
+        frames, wrapping past the last frame (a circle of one window's length or less is one window)."""
+        size = self.window_size(num_frames, temporal_length)
+        if not circular or size == num_frames:
+            return list(self.slices(num_frames, temporal_length))
+        stride = self.window_stride(num_frames, temporal_length)
+        return [(start + torch.arange(size)) % num_frames for start in range(0, num_frames, stride)]
+
+    def weights(self, num_frames: int, temporal_length: int, circular: bool = False) -> list[torch.Tensor]:
         """Per window, the blending weight of each of its frames (float32, (size,)), normalized per video frame."""
-        windows = self.slices(num_frames, temporal_length)
-        size = windows[0].stop - windows[0].start
+        windows = self.windows(num_frames, temporal_length, circular)
+        size = self.window_size(num_frames, temporal_length)
         if self.weighting == "linear":
             k = torch.arange(size, dtype=torch.float32)
             raw = torch.minimum(k + 1, size - k)  # tent: 1, 2, ..., 2, 1
@@ -82,19 +101,22 @@ class TemporalWindows:
             raw = torch.ones(size)
         total = torch.zeros(num_frames)
         for w in windows:
-            total[w] += raw
+            total[w] += raw  # (indices within one window are distinct)
         return [raw / total[w] for w in windows]
 
-    def denoiser(self, denoise_frames: FrameDenoiser, num_frames: int, temporal_length: int) -> Denoiser:
+    def denoiser(self, denoise_frames: FrameDenoiser, num_frames: int, temporal_length: int,
+                 circular: bool = False) -> Denoiser:
         """Wrap a frame-sliced denoiser into a denoiser of the whole video (b, c, num_frames, h, w)."""
-        windows = self.slices(num_frames, temporal_length)
-        weights = self.weights(num_frames, temporal_length)
+        windows = self.windows(num_frames, temporal_length, circular)
+        weights = self.weights(num_frames, temporal_length, circular)
 
         def denoise(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if z.shape[2] != num_frames:
                 raise ValueError(f"windowed denoiser built for {num_frames} frames got {z.shape[2]}")
             out = torch.zeros_like(z)
             for frames, weight in zip(windows, weights):
+                if isinstance(frames, torch.Tensor):
+                    frames = frames.to(z.device)
                 pred = denoise_frames(z[:, :, frames], t, frames)  # (b, c, size, h, w)
                 out[:, :, frames] += pred * weight.to(pred.device, pred.dtype).view(1, 1, -1, 1, 1)
             return out

@@ -26,16 +26,24 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 class RelativePosition(nn.Module):
-    """Learned embeddings of clipped relative distances (k - q) in [-max_distance, max_distance]."""
+    """Learned embeddings of clipped relative distances (k - q) in [-max_distance, max_distance].
+
+    ``circular``: positions on a circle of ``length_k`` (queries and keys alike), the distance is the shorter way
+    round, signed: ``(k - q + length_k // 2) mod length_k - length_k // 2``.
+    """
 
     def __init__(self, dim_head: int, max_distance: int):
         super().__init__()
         self.max_distance = max_distance
         self.embeddings_table = nn.Parameter(torch.empty(2 * max_distance + 1, dim_head))
 
-    def forward(self, length_q: int, length_k: int) -> torch.Tensor:
+    def forward(self, length_q: int, length_k: int, circular: bool = False) -> torch.Tensor:
         device = self.embeddings_table.device
         distance = torch.arange(length_k, device=device)[None, :] - torch.arange(length_q, device=device)[:, None]
+        if circular:
+            if length_q != length_k:
+                raise ValueError(f"circular distances need as many queries as keys, got {length_q} and {length_k}")
+            distance = (distance + length_k // 2) % length_k - length_k // 2
         index = distance.clamp(-self.max_distance, self.max_distance) + self.max_distance
         return self.embeddings_table[index]  # (length_q, length_k, dim_head)
 
@@ -86,6 +94,7 @@ class Attention(nn.Module):
             self.to_v_ip = nn.Linear(context_dim, inner_dim, bias=False)
             self.alpha = nn.Parameter(torch.zeros(())) if image_scale_learnable else None
         self.relative_position_k = self.relative_position_v = None
+        self.circular = False  # run-time control (UNet3D.circular_time): relative distances around a circle
         if relative_position:
             if temporal_length is None:
                 raise ValueError("relative-position attention needs temporal_length")
@@ -126,12 +135,12 @@ class Attention(nn.Module):
         # Relative positions (Shaw et al.): logits += q . r_k(j - i); output += sum_j p_ij r_v(j - i).
         n, m = q.shape[2], k.shape[2]
         sim = torch.einsum("bhid,bhjd->bhij", q, k) * self.scale
-        sim = sim + torch.einsum("bhid,ijd->bhij", q, self.relative_position_k(n, m)) * self.scale
+        sim = sim + torch.einsum("bhid,ijd->bhij", q, self.relative_position_k(n, m, self.circular)) * self.scale
         if mask is not None:
             sim = sim.masked_fill(~mask, -torch.finfo(sim.dtype).max)
         attn = sim.softmax(dim=-1)
         out = torch.einsum("bhij,bhjd->bhid", attn, v)
-        return out + torch.einsum("bhij,ijd->bhid", attn, self.relative_position_v(n, m))
+        return out + torch.einsum("bhij,ijd->bhid", attn, self.relative_position_v(n, m, self.circular))
 
 
 class GEGLUFeedForward(nn.Module):

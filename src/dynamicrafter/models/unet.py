@@ -9,12 +9,18 @@ for the 2D layers; temporal layers unfold them to ``(b, c, t, h, w)``.
 Per level of ``channel_mult`` the encoder has ``num_res_blocks`` layers of
 ``ResBlock (+ temporal conv) -> SpatialTransformer -> TemporalTransformer`` (transformers only at the
 ``attention_resolutions``), then a strided-conv downsample; the decoder mirrors it with skip connections.
+
+Frame order reaches the network through the temporal convolutions (zero-padded at the first and last frame), the
+relative positions of temporal attention (when used) and P's per-frame image tokens. ``circular_time`` makes the time
+axis a circle instead: the convolutions pad with the frames from the other end and relative distances wrap, so the
+last frame is the first frame's neighbour (seamless loops).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -65,13 +71,17 @@ class TemporalConvLayer(nn.Module):
         self.norm = nn.GroupNorm(norm_groups, channels)
         self.dropout = nn.Dropout(dropout)
         self.conv = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        self.circular = False  # run-time control (UNet3D.circular_time): pad time by wrapping around, not zeros
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(F.silu(self.norm(x)))  # (b, c, t, h, w)
         # The (3, 1, 1) Conv3d computed as a (3, 1) Conv2d over (t, h*w): same weights and result, but CPUs run
         # 2D convolutions through oneDNN while 3D ones fall back to a slow kernel.
         b, c, t, hh, ww = h.shape
-        out = F.conv2d(h.reshape(b, c, t, hh * ww), self.conv.weight.squeeze(-1), self.conv.bias, padding=(1, 0))
+        h = h.reshape(b, c, t, hh * ww)  # (b, c, t, hw)
+        if self.circular:
+            h = torch.cat([h[:, :, -1:], h, h[:, :, :1]], dim=2)  # (b, c, t + 2, hw): frame t-1 before 0, 0 after t-1
+        out = F.conv2d(h, self.conv.weight.squeeze(-1), self.conv.bias, padding=(0 if self.circular else 1, 0))
         return out.view(b, -1, t, hh, ww)
 
 
@@ -354,6 +364,25 @@ class UNet3D(nn.Module):
                 if name == key or (key in self.LAYER_GROUPS and name.startswith(self.LAYER_GROUPS[key])):
                     module.image_scale = float(value)
         return previous
+
+    @contextlib.contextmanager
+    def circular_time(self, enabled: bool = True) -> Iterator[None]:
+        """Within the block the time axis is a circle (``enabled``): temporal convolutions pad frame 0 with frame
+        t-1 and frame t-1 with frame 0, relative temporal distances are taken around the circle. Temporal attention
+        without relative positions is order-free already. Causal temporal attention has no circular form."""
+        if enabled and self.config.use_causal_attention:
+            from dynamicrafter.errors import ConfigError
+
+            raise ConfigError("a circular time axis needs non-causal temporal attention; this model's is causal")
+        modules = [m for m in self.modules() if isinstance(m, (TemporalConvLayer, Attention))]
+        previous = [m.circular for m in modules]
+        for m in modules:
+            m.circular = enabled
+        try:
+            yield
+        finally:
+            for m, value in zip(modules, previous):
+                m.circular = value
 
     def image_attention_lambdas(self) -> dict[str, float]:
         """The effective lambda of every dual cross-attention layer (paper Fig. 2)."""

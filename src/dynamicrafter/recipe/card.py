@@ -85,7 +85,8 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         "5 backgrounds, up to 2 still distractors) into 16-frame videos, trained on prompts naming one motion: left, "
         "right, up, down, zoom in / out (the object grows / shrinks), rotate clockwise / counter-clockwise, still. "
         "`--frame-stride` 1-3 is the motion per frame it was trained with (clips sampled at strides 1-3); two images "
-        "give an interpolation, one image at both ends a loop. Out of this domain (photos) it produces shape-like "
+        "give an interpolation, and `dynamicrafter loop` animates one image on a circular timeline into a seamless "
+        "loop. Out of this domain (photos) it produces shape-like "
         "blobs: use the released checkpoints for real images.",
         "",
         _motion_status(results),

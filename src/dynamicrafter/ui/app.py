@@ -182,8 +182,8 @@ def build_app(service: ModelService) -> gr.Blocks:
     """The app around ``service`` (not launched: see :func:`launch`)."""
     config = service.config
     interp_note = "" if service.pipe.config.interp_mode else (
-        f" The loaded model ('{service.pipe.config.name}') was trained for image animation; interpolation and loops "
-        f"work best with the 512_interp checkpoint.")
+        f" The loaded model ('{service.pipe.config.name}') was trained for image animation: it loops the image on a "
+        f"circular timeline (all frames kept); interpolation works best with the 512_interp checkpoint.")
 
     def checked(*values: Any) -> Settings:
         *controls, seed, random_seed = values
@@ -210,8 +210,8 @@ def build_app(service: ModelService) -> gr.Blocks:
     def loop(first_image: Any, last_image: Any, prompt: str, steps: int, guidance_scale: float, eta: float,
              frame_stride: int, image_attention_scale: float, frames: int, seed: int, random_seed: bool,
              progress: gr.Progress = PROGRESS) -> Outputs:
-        """A seamless loop of the first image (last_image is ignored; frames - 1 are kept); returns (video,
-        download, seed, summary)."""
+        """A seamless loop of the first image (last_image is ignored; the loaded model's loop method, see
+        ``apps.interpolation.loop``); returns (video, download, seed, summary)."""
         settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed)
         return outputs(service.loop(first_image, prompt, settings, progress=progress_reporter(progress), warn=warn))
 
@@ -253,8 +253,8 @@ def build_app(service: ModelService) -> gr.Blocks:
                         label="Examples (images shipped with the package)")
 
         with gr.Tab("Interpolate / Loop", id="interpolate"):
-            gr.Markdown("Interpolate between a first and a last image, or loop the first image (the closing frame "
-                        f"is dropped so the video repeats seamlessly).{interp_note}")
+            gr.Markdown("Interpolate between a first and a last image, or loop the first image (the video repeats "
+                        f"seamlessly).{interp_note}")
             with gr.Row():
                 with gr.Column():
                     with gr.Row():

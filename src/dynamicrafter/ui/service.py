@@ -136,8 +136,8 @@ class ModelService:
 
     def loop(self, image: Any, prompt: Any, settings: Settings, *, progress: ProgressFn | None = None,
              warn: WarnFn | None = None) -> JobResult:
-        """A seamless loop, sampled on a circle (the closing frame is the first frame again and is not written:
-        frames - 1 are)."""
+        """A seamless loop with the model's default method (:func:`dynamicrafter.apps.interpolation.loop`): a ring
+        of ``frames`` frames for image-to-video models, ``frames - 1`` for interpolation models (closed loop)."""
         picture = check_image(image, "image", self.config).path
         text = self._prompt(prompt, warn)
         kwargs = self._pipeline_kwargs(settings)
