@@ -70,13 +70,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="input image (the loop's first frame)")
     p.add_argument("--output", "-o", required=True, help="output video (.mp4/.gif/.webp, or a folder for PNGs)")
     p.add_argument("--method", choices=list(LOOP_METHODS),
-                   help="ring: the image animated on a circular timeline, every frame distinct (default for "
-                        "image-to-video models); closed: an interpolation from the image to itself whose closing "
-                        "frame is frame 0 (default for interpolation models); open: the released way, the closing "
-                        "frame sampled on its own")
+                   help="ring: the image animated on a circular timeline, every frame distinct\n"
+                        "  (default for image-to-video models)\n"
+                        "closed: an interpolation from the image to itself whose closing frame is frame 0\n"
+                        "  (default for interpolation models)\n"
+                        "open: the released way, the closing frame sampled on its own")
     p.add_argument("--keep-last-frame", action="store_true",
-                   help="also save the closing frame, a copy of frame 0 (by default the saved video plays "
-                        "seamlessly when repeated)")
+                   help="also save the closing frame, a copy of frame 0\n"
+                        "(by default the saved video plays seamlessly when repeated)")
     add_sampling_options(p)
     add_model_options(p)
     p.set_defaults(func=run_loop)
