@@ -171,13 +171,16 @@ def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows():
         loop(PIPE, IMAGES[0], "x", method="closed", num_frames=1, **FAST)
 
 
+def circular_flags() -> set[bool]:
+    return {m.circular for m in PIPE.model.unet.modules() if hasattr(m, "circular")}
+
+
 def test_ring_loop_is_an_animation_on_a_circular_timeline():
     calls = []
 
     def wrapper(denoise, cond):
         def recorded(z, t):
-            calls.append((z.shape[2], [m.circular for m in PIPE.model.unet.modules() if hasattr(m, "circular")],
-                          bool(cond.concat[:, :, 1:-1].ne(0).any())))
+            calls.append((z.shape[2], circular_flags(), bool(cond.concat[:, :, 1:-1].ne(0).any())))
             return denoise(z, t)
         return recorded
 
@@ -185,8 +188,8 @@ def test_ring_loop_is_an_animation_on_a_circular_timeline():
     assert PIPE.config.interp_mode is False  # the default method of an image-to-video model is the ring
     assert out.frames.shape[2] == T and out.latents.shape[2] == T  # every frame distinct, none dropped
     # every step runs the network on the circle, with the image-to-video VDG input (the image in every frame)
-    assert {c[0] for c in calls} == {T} and all(all(c[1]) and c[2] for c in calls)
-    assert not any(m.circular for m in PIPE.model.unet.modules() if hasattr(m, "circular"))  # restored after
+    assert {c[0] for c in calls} == {T} and all(c[1] == {True} and c[2] for c in calls)
+    assert circular_flags() == {False}  # restored after
     same = PIPE(IMAGES[0], "x", circular=True, generator=gen(2), output_type="pt", **FAST)
     assert torch.equal(out.frames, same.frames)
     plain = PIPE(IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
@@ -197,21 +200,22 @@ def test_ring_loop_is_an_animation_on_a_circular_timeline():
 
 def test_long_ring_loop_wraps_its_windows_around_the_circle():
     seen = []
-    ring = PIPE.model.unet
-
-    def recording(z, t, frames):
-        seen.append((frames.tolist() if isinstance(frames, torch.Tensor) else frames,
-                     any(m.circular for m in ring.modules() if hasattr(m, "circular"))))
-        return torch.zeros_like(z)
-
     windows = TemporalWindows(T, T // 2)
-    denoise = windows.denoiser(recording, 3 * T, T, circular=True)
+    denoise = windows.denoiser(lambda z, t, frames: seen.append(frames.tolist()) or torch.zeros_like(z), 3 * T, T,
+                               circular=True)
     denoise(torch.zeros(1, 4, 3 * T, 2, 2), torch.zeros(1))
-    assert [w[0] for w, _ in seen] == list(range(0, 3 * T, T // 2))
-    assert seen[-1][0] == [(3 * T - T // 2 + k) % (3 * T) for k in range(T)]  # the last window wraps to frame 0
+    assert [w[0] for w in seen] == list(range(0, 3 * T, T // 2))
+    assert seen[-1] == [(3 * T - T // 2 + k) % (3 * T) for k in range(T)]  # the last window wraps to frame 0
+
+    flags = []
+
+    def wrapper(denoise, cond):
+        return lambda z, t: flags.append(circular_flags()) or denoise(z, t)
+
     out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T, temporal_windows=windows,
-               **{**FAST, "num_inference_steps": 1})
+               denoiser_wrapper=wrapper, **{**FAST, "num_inference_steps": 1})
     assert out.frames.shape[2] == 3 * T
+    assert flags == [{False}]  # the windows wrap around the circle; inside a window time is a plain segment
 
 
 def test_loop_methods_are_checked():

@@ -101,8 +101,8 @@ class LambdaSweep:
     """Per scale s of lambda: ``image_error`` (mean MSE of the frames to the input image) and ``motion`` (mean MSE
     between consecutive frames). Expected for a trained model: as s decreases, image_error grows (less adherence to
     the image); motion changes too, in a direction the model decides (the default model moves less at s = 0, see
-    the README). Mechanical: ``zero_is_context_off`` (s = 0 equals the run without the
-    context stream, bit for bit)."""
+    the README). Mechanical: ``zero_is_context_off`` (s = 0 equals the run without the context stream, bit for
+    bit)."""
 
     scales: list[float]
     image_error: list[float]

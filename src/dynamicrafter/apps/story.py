@@ -98,10 +98,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 _KINDS: dict[str, type] = {
     "image": str, "prompt": str, "negative_prompt": str, "end_image": str, "loop": bool, "loop_method": str,
-    "frames": int,
-    "frame_stride": int, "seed": int, "steps": int, "guidance_scale": float, "image_guidance_scale": float,
-    "guidance_rescale": float, "eta": float, "context_stream": bool, "vdg": bool, "window": int,
-    "window_stride": int, "window_weighting": str,
+    "frames": int, "frame_stride": int, "seed": int, "steps": int, "guidance_scale": float,
+    "image_guidance_scale": float, "guidance_rescale": float, "eta": float, "context_stream": bool, "vdg": bool,
+    "window": int, "window_stride": int, "window_weighting": str,
 }
 SHOT_FIELDS = tuple(f.name for f in fields(Shot))
 STORY_KEYS = ("shots", "defaults", "crossfade", "fps", "seed", "height", "width", "checkpoint", "config", "model",
