@@ -112,4 +112,4 @@ def loop(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", *, me
     return PipelineOutput(frames=finish(video, output_type), latents=latents, timings=out.timings)
 
 
-__all__ = ["LOOP_METHODS", "default_loop_method", "interpolate", "interpolate_keyframes", "loop", "loop_length"]
+__all__ = ["default_loop_method", "interpolate", "interpolate_keyframes", "loop", "loop_length"]

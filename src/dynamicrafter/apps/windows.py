@@ -1,4 +1,5 @@
-"""Denoiser wrappers on the time axis: sliding temporal context windows (longer videos) and closed loops.
+"""Denoiser wrappers on the time axis: sliding temporal context windows (longer videos, on a line or a circle) and
+closed loops.
 
 The network is trained on clips of ``temporal_length`` frames (16). For a video of ``T > 16`` frames every
 denoising step evaluates the network on overlapping windows of ``size`` frames, ``stride`` frames apart (the last
@@ -86,7 +87,7 @@ class TemporalWindows:
         frames, wrapping past the last frame (a circle of one window's length or less is one window)."""
         size = self.window_size(num_frames, temporal_length)
         if not circular or size == num_frames:
-            return list(self.slices(num_frames, temporal_length))
+            return self.slices(num_frames, temporal_length)
         stride = self.window_stride(num_frames, temporal_length)
         return [(start + torch.arange(size)) % num_frames for start in range(0, num_frames, stride)]
 
