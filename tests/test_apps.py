@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from dynamicrafter.apps.checks import interpolation_report, lambda_sweep, loop_report, window_report
-from dynamicrafter.apps.controls import motion_controls, parse_image_attention_scale
 from dynamicrafter.apps.frames import chain, crossfade_concat
 from dynamicrafter.apps.interpolation import interpolate, interpolate_keyframes, loop
+from dynamicrafter.apps.lambdas import motion_controls
 from dynamicrafter.apps.story import parse_story, render_shot, render_story
-from dynamicrafter.apps.windows import TemporalWindows, closed_loop
+from dynamicrafter.diffusion.windows import TemporalWindows, closed_loop
 from dynamicrafter.errors import UserError
+from dynamicrafter.models.controls import AS_TRAINED, parse_image_attention_scale
 from helpers import random_image, tiny_pipeline
 
 PIPE = tiny_pipeline()
@@ -74,18 +75,24 @@ def test_window_settings_are_checked():
         TemporalWindows(8, 4, "cosine")
 
 
+def recorded_unet_calls(monkeypatch) -> list[tuple[int, bool]]:
+    """Patch the tiny pipeline's U-Net to record (frames, circular time axis) of every call."""
+    calls: list[tuple[int, bool]] = []
+    original = PIPE.model.unet.forward
+
+    def forward(x, *args, controls=AS_TRAINED, **kwargs):
+        calls.append((x.shape[2], controls.circular))
+        return original(x, *args, controls=controls, **kwargs)
+
+    monkeypatch.setattr(PIPE.model.unet, "forward", forward)
+    return calls
+
+
 def test_windowed_run_denoises_every_frame_in_windows(monkeypatch):
-    seen: list[slice] = []
-    original = PIPE._batched_unet
-
-    def recording(cond, frames=slice(None)):
-        seen.append(frames)
-        return original(cond, frames)
-
-    monkeypatch.setattr(PIPE, "_batched_unet", recording)
+    calls = recorded_unet_calls(monkeypatch)
     out = run(num_frames=32, temporal_windows=TemporalWindows(8, 4), num_inference_steps=1)
     assert out.shape == (1, 3, 32, 32, 32) and torch.isfinite(out).all()
-    assert [(s.start, s.stop) for s in seen] == [(s, s + 8) for s in range(0, 25, 4)]
+    assert calls == [(8, False)] * len(range(0, 25, 4))  # one call per window (starts 0, 4, ..., 24), 8 frames each
 
 
 def test_window_as_long_as_the_video_equals_the_plain_run():
@@ -171,26 +178,20 @@ def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows():
         loop(PIPE, IMAGES[0], "x", method="closed", num_frames=1, **FAST)
 
 
-def circular_flags() -> set[bool]:
-    return {m.circular for m in PIPE.model.unet.modules() if hasattr(m, "circular")}
-
-
-def test_ring_loop_is_an_animation_on_a_circular_timeline():
-    calls = []
+def test_ring_loop_is_an_animation_on_a_circular_timeline(monkeypatch):
+    vdg_filled = []
 
     def wrapper(denoise, cond):
-        def recorded(z, t):
-            calls.append((z.shape[2], circular_flags(), bool(cond.concat[:, :, 1:-1].ne(0).any())))
-            return denoise(z, t)
-        return recorded
+        vdg_filled.append(bool(cond.concat[:, :, 1:-1].ne(0).any()))
+        return denoise
 
+    calls = recorded_unet_calls(monkeypatch)
     out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper, **FAST)
     assert PIPE.config.interp_mode is False  # the default method of an image-to-video model is the ring
     assert out.frames.shape[2] == T and out.latents.shape[2] == T  # every frame distinct, none dropped
     # every step runs the network on the circle, with the image-to-video VDG input (the image in every frame)
-    assert {c[0] for c in calls} == {T} and all(c[1] == {True} and c[2] for c in calls)
-    assert circular_flags() == {False}  # restored after
-    same = PIPE(IMAGES[0], "x", circular=True, generator=gen(2), output_type="pt", **FAST)
+    assert calls == [(T, True)] * FAST["num_inference_steps"] and vdg_filled == [True]
+    same = PIPE(IMAGES[0], "x", loop=True, loop_method="ring", generator=gen(2), output_type="pt", **FAST)
     assert torch.equal(out.frames, same.frames)
     plain = PIPE(IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
     assert not torch.allclose(out.frames, plain.frames, atol=1e-4)
@@ -198,7 +199,7 @@ def test_ring_loop_is_an_animation_on_a_circular_timeline():
     assert torch.equal(kept[:, :, :-1], out.frames) and torch.equal(kept[:, :, -1], kept[:, :, 0])
 
 
-def test_long_ring_loop_wraps_its_windows_around_the_circle():
+def test_long_ring_loop_wraps_its_windows_around_the_circle(monkeypatch):
     seen = []
     windows = TemporalWindows(T, T // 2)
     denoise = windows.denoiser(lambda z, t, frames: seen.append(frames.tolist()) or torch.zeros_like(z), 3 * T, T,
@@ -207,22 +208,21 @@ def test_long_ring_loop_wraps_its_windows_around_the_circle():
     assert [w[0] for w in seen] == list(range(0, 3 * T, T // 2))
     assert seen[-1] == [(3 * T - T // 2 + k) % (3 * T) for k in range(T)]  # the last window wraps to frame 0
 
-    flags = []
-
-    def wrapper(denoise, cond):
-        return lambda z, t: flags.append(circular_flags()) or denoise(z, t)
-
+    calls = recorded_unet_calls(monkeypatch)
     out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T, temporal_windows=windows,
-               denoiser_wrapper=wrapper, **{**FAST, "num_inference_steps": 1})
+               **{**FAST, "num_inference_steps": 1})
     assert out.frames.shape[2] == 3 * T
-    assert flags == [{False}]  # the windows wrap around the circle; inside a window time is a plain segment
+    # the windows wrap around the circle; inside a window time is a plain segment
+    assert calls == [(T, False)] * len(range(0, 3 * T, T // 2))
 
 
 def test_loop_methods_are_checked():
     with pytest.raises(UserError, match="unknown loop method 'spiral': use one of \\['ring', 'closed', 'open'\\]"):
         loop(PIPE, IMAGES[0], "x", method="spiral", **FAST)
-    with pytest.raises(UserError, match="circular and closed_loop are two ways to sample a loop"):
-        PIPE(IMAGES[0], "x", end_image=IMAGES[0], circular=True, closed_loop=True, **FAST)
+    with pytest.raises(UserError, match="loop_method 'closed' is set but loop is not"):
+        PIPE(IMAGES[0], "x", loop_method="closed", **FAST)
+    with pytest.raises(UserError, match="a closed or open loop ends on its own image: do not pass end_image"):
+        PIPE(IMAGES[0], "x", end_image=IMAGES[1], loop=True, loop_method="closed", **FAST)
     interp = tiny_pipeline(dataclasses.replace(PIPE.config, interp_mode=True))
     with pytest.raises(UserError, match="ring loop animates the image.*use the 'closed' loop method"):
         loop(interp, IMAGES[0], "x", method="ring", **FAST)
@@ -313,9 +313,10 @@ def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_
     lengths = [T, T, T]  # the loop is a ring (the tiny model animates images): all its frames are distinct
     assert result.video.shape[1] == sum(lengths) - 2 and [c.shape[1] for c in result.clips] == lengths
     assert result.frame_ranges == [(0, T), (T - 1, 2 * T - 1), (2 * T - 2, 3 * T - 2)]
-    assert [s.loop_method for s in result.shots] == [None, None, "ring"]  # resolved for the sidecar
-    assert all(s.frames == T and s.steps == 2 and s.eta == 1.0 for s in result.shots)  # resolved for the sidecar
-    assert torch.equal(render_shot(PIPE, result.shots[1], 32, 32), result.clips[1])
+    assert [s.options.loop_method for s in result.shots] == [None, None, "ring"]  # resolved for the sidecar
+    assert all(s.options.num_frames == T and s.options.num_inference_steps == 2 and s.options.eta == 1.0
+               for s in result.shots)  # resolved for the sidecar
+    assert torch.equal(render_shot(PIPE, result.shots[1]), result.clips[1])
     start, stop = result.frame_ranges[1]
     assert torch.equal(result.video[:, start + 1 : stop - 1], result.clips[1][:, 1:-1])  # outside the cross-fades
 
@@ -325,11 +326,12 @@ def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_
     ([{"image": "img0.png"}, {"image": "img0.png", "promt": "x"}], "shot 2: unknown field 'promt' (did you mean "
                                                                    "'prompt'?"),
     ([{"image": "missing.png"}], "shot 1: 'image' file not found"),
-    ([{"image": "img0.png", "frames": "ten"}], "shot 1: 'frames' must be an integer, got 'ten'"),
-    ([{"image": "img0.png", "eta": 2}], "shot 1: 'eta' must be in [0, 1], got 2"),
+    ([{"image": "img0.png", "frames": "ten"}], "shot 1: 'frames' must be a whole number in [1, 4096], got 'ten'"),
+    ([{"image": "img0.png", "eta": 2}], "shot 1: 'eta' must be a finite number in [0, 1], got 2"),
+    ([{"image": "img0.png", "eta": float("nan")}], "shot 1: 'eta' must be a finite number in [0, 1], got nan"),
     ([{"image": "img0.png", "loop": "yes"}], "shot 1: 'loop' must be true or false"),
-    ([{"image": "img0.png", "loop": True, "loop_method": "spiral"}], "shot 1: 'loop_method' must be one of ['ring', "
-                                                                     "'closed', 'open'], got 'spiral'"),
+    ([{"image": "img0.png", "loop": True, "loop_method": "spiral"}], "shot 1: 'loop_method' must be one of ring, "
+                                                                     "closed, open, got 'spiral'"),
     ([{"image": "img0.png", "loop_method": "open"}], "shot 1: 'loop_method' is set but 'loop' is not true"),
     ([{"image": "img0.png", "image_attention_scale": "input=x"}], "shot 1: 'image_attention_scale'"),
     (["img0.png"], "shot 1: a shot is a mapping"),
@@ -350,7 +352,7 @@ def test_bad_story_keys_and_crossfade(image_dir):
         render_story(PIPE, story)
     story = parse_story({"shots": [{"image": "img0.png", "image_attention_scale": {"input_blocks.9.attn2": 1}}]},
                         base_dir=image_dir)
-    with pytest.raises(UserError, match="shot 1: 'image_attention_scale': the model has no image cross-attention"):
+    with pytest.raises(UserError, match="shot 1: image_attention_scale: the model has no image cross-attention"):
         render_story(PIPE, story)
 
 

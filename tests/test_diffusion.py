@@ -4,7 +4,8 @@ import torch
 from dynamicrafter.config import ScheduleConfig
 from dynamicrafter.diffusion import NoiseSchedule, classifier_free_guidance, ddim_timesteps, sample_ddim
 from dynamicrafter.diffusion.ddim import ddim_coefficients
-from dynamicrafter.diffusion.guidance import guided
+from dynamicrafter.diffusion.denoiser import make_denoiser
+from dynamicrafter.diffusion.guidance import Guidance
 from dynamicrafter.errors import ConfigError
 
 EPS = NoiseSchedule.from_config(ScheduleConfig())
@@ -87,17 +88,21 @@ def test_cfg_formulas():
     torch.testing.assert_close(half, 0.5 * full + 0.5 * plain)
 
 
-def test_guided_batches_branches():
+def test_denoiser_runs_every_guidance_branch_in_one_network_call():
     calls = []
 
-    def model_fn(z, t, n):
-        calls.append(n)
-        return torch.cat([z * (k + 1) for k in range(n)])
+    def network(x, t, context, fs, circular):
+        calls.append(x.shape[0])
+        # branch k's output is (k + 1) z: the context row of each sample holds its branch number
+        return x * (context[:, :1, :1, None, None] + 1)
 
-    z = torch.ones(2, 3)
-    out = guided(model_fn, 2, 3.0)(z, torch.zeros(2))
-    assert calls == [2]  # both branches in one call: cond = z, uncond = 2 z -> 2 + 3 (1 - 2) = -1
-    assert torch.allclose(out, torch.full((2, 3), -1.0))
+    z = torch.ones(2, 1, 3, 2, 2)
+    context = torch.arange(2.0).repeat_interleave(2).view(4, 1, 1)  # [cond, cond, uncond, uncond]
+    denoise = make_denoiser(network, context=context, concat=None, fs=torch.zeros(4), guidance=Guidance(3.0),
+                            num_frames=3, temporal_length=3)
+    out = denoise(z, torch.zeros(2))
+    assert calls == [4]  # both branches in one call: cond = z, uncond = 2 z -> 2 + 3 (1 - 2) = -1
+    assert torch.allclose(out, torch.full(z.shape, -1.0))
 
 
 @pytest.mark.parametrize("schedule", [EPS, V])

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from dynamicrafter.config import tiny_config
-from dynamicrafter.errors import ConfigError
+from dynamicrafter.errors import ConfigError, UserError
 from dynamicrafter.models.attention import Attention, TemporalTransformer
 from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder, antialiased_bicubic_resize
+from dynamicrafter.models.controls import UNetControls
 from dynamicrafter.models.resampler import Resampler
 from dynamicrafter.models.unet import UNet3D, timestep_embedding
 from dynamicrafter.models.vae import VideoVAE
@@ -74,18 +75,17 @@ def test_context_split_per_frame():
 def test_lambda_zero_is_text_only_cross_attention():
     unet = make_unet()
     x, t, ctx, fs = unet_inputs()
-    unet.set_image_attention_scale(0.0)
-    out = unet(x, t, ctx, fs)
+    off = UNetControls(image_attention_scale=0.0)
+    out = unet(x, t, ctx, fs, controls=off)
     ctx2 = ctx.clone()
     ctx2[:, CFG.unet.text_context_len:] = torch.randn_like(ctx2[:, CFG.unet.text_context_len:])
-    assert torch.equal(out, unet(x, t, ctx2, fs)), "image tokens must not matter with lambda = 0"
+    assert torch.equal(out, unet(x, t, ctx2, fs, controls=off)), "image tokens must not matter with lambda = 0"
     # same as a network without the image branch that shares all other weights
     text_only = UNet3D(dataclasses.replace(CFG.unet, image_cross_attention=False)).eval()
     missing, unexpected = text_only.load_state_dict(unet.state_dict(), strict=False)
     assert missing == [] and all("_ip." in k or k.endswith(".alpha") for k in unexpected)
     torch.testing.assert_close(text_only(x, t, ctx, fs), out)
-    unet.set_image_attention_scale(1.0)
-    assert not torch.equal(unet(x, t, ctx2, fs), out)
+    assert not torch.equal(unet(x, t, ctx2, fs), out)  # as trained (no controls): the image tokens matter
 
 
 def test_learnable_lambda_gate():
@@ -96,15 +96,18 @@ def test_learnable_lambda_gate():
     with torch.no_grad():
         attn.alpha.fill_(0.5)
     assert unet.image_attention_lambdas()[name] == pytest.approx(float(torch.tanh(torch.tensor(0.5)) + 1))
-    previous = unet.set_image_attention_scale({"input": 2.0})
-    lambdas = unet.image_attention_lambdas()
+    lambdas = unet.image_attention_lambdas(UNetControls({"input": 2.0}))
     assert lambdas[name] == pytest.approx(2 * float(torch.tanh(torch.tensor(0.5)) + 1))
-    assert all(v == pytest.approx(float(torch.tanh(m.alpha) + 1)) for (n, m), v in zip(layers, lambdas.values())
-               if not n.startswith("input_blocks"))
-    unet.set_image_attention_scale(previous)
+    others = [(v, float(torch.tanh(m.alpha.detach()) + 1)) for (n, m), v in zip(layers, lambdas.values())
+              if not n.startswith("input_blocks")]
+    assert others and all(v == pytest.approx(expected) for v, expected in others)
+    # a layer name wins over its group
+    assert unet.image_attention_lambdas(UNetControls({"input": 2.0, name: 0.0}))[name] == 0.0
     assert unet.image_attention_lambdas()[name] == pytest.approx(float(torch.tanh(torch.tensor(0.5)) + 1))
-    with pytest.raises(ValueError, match="unknown image-attention layer group"):
-        unet.set_image_attention_scale({"encoder": 1.0})
+    with pytest.raises(UserError, match="has no image cross-attention layer 'input_blocks.99.1.transformer_blocks"):
+        UNetControls({"input_blocks.99.1.transformer_blocks.0.attn2": 1.0}).check_layers([n for n, _ in layers])
+    with pytest.raises(UserError, match="unknown layer group 'encoder'"):
+        UNetControls({"encoder": 1.0})
 
 
 def test_dual_cross_attention_formula():
@@ -156,19 +159,18 @@ def test_circular_time_makes_the_unet_equivariant_to_rotations_of_the_frames(rel
     text, image = ctx[:, :config.unet.text_context_len], ctx[:, config.unet.text_context_len:]
     rotated_image = image.reshape(2, frames, per, -1).roll(2, dims=1).reshape_as(image)
     rotated = (x.roll(2, dims=2), t, torch.cat([text, rotated_image], dim=1), fs)
-    with unet.circular_time():
-        circular = unet(x, t, ctx, fs)
-        torch.testing.assert_close(unet(*rotated), circular.roll(2, dims=2), atol=1e-5, rtol=1e-4)
+    on_circle = UNetControls(circular=True)
+    circular = unet(x, t, ctx, fs, controls=on_circle)
+    torch.testing.assert_close(unet(*rotated, controls=on_circle), circular.roll(2, dims=2), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(unet(*rotated), unet(x, t, ctx, fs).roll(2, dims=2), atol=1e-3)
-    assert not any(m.circular for m in unet.modules() if hasattr(m, "circular"))  # restored on exit
     assert not torch.allclose(circular, unet(x, t, ctx, fs), atol=1e-3)
 
 
 def test_circular_time_needs_non_causal_temporal_attention():
     unet = UNet3D(dataclasses.replace(CFG.unet, use_causal_attention=True))
+    x, t, ctx, fs = unet_inputs()
     with pytest.raises(ConfigError, match="circular time axis needs non-causal temporal attention"):
-        with unet.circular_time():
-            pass
+        unet(x, t, ctx, fs, controls=UNetControls(circular=True))
 
 
 def test_unet_runs_as_image_model_without_temporal_layers():

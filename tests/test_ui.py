@@ -110,7 +110,7 @@ def test_seed_is_checked_unless_random():
 
 def test_steps_that_overrun_the_timestep_spacing_drop_the_step_past_the_schedule(service):
     # uniform spacing, 1000 training steps: 3 steps -> 1, 334, 667 and 1000, which is past the last timestep (999)
-    assert service.check_settings({**VALUES, "steps": 3}, 0, False).steps == 3
+    assert service.check_settings({**VALUES, "steps": 3}, 0, False).num_inference_steps == 3
     assert service.timesteps(3) == [1, 334, 667]
 
 

@@ -81,6 +81,11 @@ class VAEConfig:
     norm_groups: int = 32
     scale_factor: float = 0.18215
 
+    @property
+    def downscale(self) -> int:
+        """Pixels per latent cell (8 for the SD VAE)."""
+        return 2 ** (len(self.channel_mult) - 1)
+
 
 @dataclass(frozen=True)
 class CLIPTextConfig:
@@ -160,11 +165,6 @@ class ModelConfig:
     fs_condition_type: Literal["fs", "fps"] = "fs"  # what the fs embedding means: frame stride or frames per second
     interp_mode: bool = False  # VDG input holds the first and last frame latents (interpolation / looping model)
     uncond_prob: float = 0.05  # training: classifier-free-guidance dropout probability per case
-
-    @property
-    def latent_scale(self) -> int:
-        """Pixels per latent cell (8 for the SD VAE)."""
-        return 2 ** (len(self.vae.channel_mult) - 1)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dynamicrafter.errors import UserError
 
@@ -33,17 +33,116 @@ class MediaError(UserError):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB, with a one-line error naming the file when it is missing or not an image."""
+MAX_IMAGE_PIXELS = 16384 * 16384  # larger files are refused (Pillow's own bomb check is bypassed up to this size)
+TRANSPARENT_BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file as RGB (see :func:`to_rgb`), turned upright by its EXIF orientation, with a one-line error
+    naming the file when it is missing, not an image, or over ``max_pixels``."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"image file not found: '{path}' (pass the path of a PNG/JPEG/WebP image)")
     try:
-        with Image.open(path) as im:
+        with _bomb_limit(max_pixels), Image.open(path) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise MediaError(f"'{path}' is {width}x{height} = {width * height:,} pixels, over the limit of "
+                                 f"{max_pixels:,}: resize it first")
             im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+            return to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"'{path}' has too many pixels (over {max_pixels:,}): resize it first") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise MediaError(f"'{path}' is not a readable image ({e.__class__.__name__}); pass a PNG/JPEG/WebP file") from e
+
+
+@contextlib.contextmanager
+def _bomb_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit raised to ``max_pixels`` (our own check gives the message)."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, previous or 0)
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16- and 32-bit grey ("I;16", "I") scaled from their full range, floats ("F")
+    taken as [0, 1], palettes expanded, transparency (RGBA, LA, PA, palette transparency) composited on
+    :data:`TRANSPARENT_BACKGROUND`."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else float(2**32 - 1)
+        return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def as_image_list(value: object, name: str = "image") -> list:
+    """One image input or several -> a list of single images (PIL, path, (H, W, C) array or (3, H, W) tensor): a
+    list or tuple is taken item by item, a batched array (B, H, W, C) or tensor (B, 3, H, W) along its first axis."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise UserError(f"{name} is an empty list")
+        return [item for v in value for item in as_image_list(v, name)]
+    if isinstance(value, torch.Tensor) and value.dim() == 4:
+        return list(value.unbind(0))
+    if isinstance(value, np.ndarray) and value.ndim == 4:
+        return list(value)
+    return [value]
+
+
+def image_input_to_tensor(image: object, height: int, width: int, resize_mode: str = "released") -> torch.Tensor:
+    """One image input -> (3, height, width) in [-1, 1], resized and center-cropped as released.
+
+    Accepted: a path, a PIL image (any mode), a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8 or
+    of floats in [0, 1], a tensor (3, H, W) in [-1, 1] (used as it is at the output size, else resized like an
+    image).
+    """
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise UserError(f"image tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1], got shape "
+                            f"{tuple(image.shape)}")
+        if not torch.isfinite(image).all():
+            raise UserError("the image tensor holds NaN or infinite values")
+        if tuple(image.shape[1:]) == (height, width):
+            return image.detach().float().cpu()
+        array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8)
+        image = Image.fromarray(array.permute(1, 2, 0).numpy())
+    elif isinstance(image, np.ndarray):
+        image = _array_to_pil(image)
+    elif isinstance(image, (str, os.PathLike)):
+        image = load_image(image)
+    elif not isinstance(image, Image.Image):
+        raise UserError(f"image must be a file path, a PIL image, a numpy array or a tensor, got "
+                        f"{type(image).__name__}")
+    return image_to_tensor(resize_and_center_crop(to_rgb(image), height, width, resize_mode))
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    """(H, W[, C]) uint8, or floats in [0, 1] -> PIL image (C = 1, 3 or 4)."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise UserError(f"image arrays must be (H, W, 3), (H, W, 4) or (H, W), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return Image.fromarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise UserError(f"float image arrays must hold values in [0, 1], got [{np.nanmin(array):g}, "
+                            f"{np.nanmax(array):g}]")
+        return Image.fromarray((array * 255.0 + 0.5).astype(np.uint8))
+    raise UserError(f"image arrays must be uint8 or float in [0, 1], got dtype {array.dtype}")
 
 
 def resize_and_center_crop(image: Image.Image, height: int, width: int, mode: str = "released") -> Image.Image:

@@ -3,7 +3,7 @@ sliding temporal windows, and the controls of the two conditioning streams (lamb
 
 Public API (imported lazily)::
 
-    from dynamicrafter.apps import interpolate_keyframes, loop, render_story, TemporalWindows, motion_controls
+    from dynamicrafter.apps import interpolate_keyframes, loop, render_story, motion_controls
 
 Command line: ``dynamicrafter interpolate | loop | story | lambda`` (:mod:`dynamicrafter.apps.cli`).
 """
@@ -19,11 +19,9 @@ _LAZY = {
     "load_story": "dynamicrafter.apps.story",
     "render_shot": "dynamicrafter.apps.story",
     "render_story": "dynamicrafter.apps.story",
-    "TemporalWindows": "dynamicrafter.apps.windows",
-    "motion_controls": "dynamicrafter.apps.controls",
-    "parse_image_attention_scale": "dynamicrafter.apps.controls",
-    "read_checkpoint_lambdas": "dynamicrafter.apps.controls",
-    "plot_lambdas": "dynamicrafter.apps.controls",
+    "motion_controls": "dynamicrafter.apps.lambdas",
+    "read_checkpoint_lambdas": "dynamicrafter.apps.lambdas",
+    "plot_lambdas": "dynamicrafter.apps.lambdas",
 }
 
 __all__ = list(_LAZY)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from dynamicrafter.apps.interpolation import interpolate, loop
-from dynamicrafter.apps.windows import TemporalWindows
 from dynamicrafter.conditioning import Conditioning
+from dynamicrafter.diffusion.windows import TemporalWindows
 from dynamicrafter.pipeline import DynamiCrafterPipeline, ImageInput
 
 CHECK_SEED = 1234

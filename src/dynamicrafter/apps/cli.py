@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-from dynamicrafter.apps.windows import LOOP_METHODS
 from dynamicrafter.commands.common import (
     add_model_options,
     add_sampling_options,
@@ -20,10 +19,11 @@ from dynamicrafter.commands.common import (
     generator_for,
     load_pipeline,
     resolve_seed,
-    sampling_kwargs,
+    sampling_options,
 )
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import atomic_path, save_video
+from dynamicrafter.options import LOOP_METHODS
 
 INTERPOLATE_EXAMPLES = """examples:
   dynamicrafter interpolate smile_01.png smile_02.png -p "a smiling girl" -c interp/model.ckpt -o smile.mp4
@@ -140,8 +140,9 @@ def run_interpolate(args: argparse.Namespace) -> int:
                         f"segment ({len(args.keyframes) - 1})")
     pipe = load_pipeline(args)
     t0 = time.perf_counter()
-    result = interpolate_keyframes(pipe, args.keyframes, prompts, generator=generator_for(resolve_seed(args.seed)),
-                                   **sampling_kwargs(args))
+    result = interpolate_keyframes(pipe, args.keyframes, prompts, sampling_options(args),
+                                   negative_prompt=args.negative_prompt,
+                                   generator=generator_for(resolve_seed(args.seed)))
     written = save_video(result.frames[0], out_path, fps=args.fps or pipe.config.defaults.save_fps)
     _saved(written, len(result.frames[0]), t0)
     return 0
@@ -160,8 +161,9 @@ def run_loop(args: argparse.Namespace) -> int:
         print("warning: no --prompt given; looping with an empty prompt")
     pipe = load_pipeline(args)
     t0 = time.perf_counter()
-    result = loop(pipe, args.image, args.prompt or "", generator=generator_for(resolve_seed(args.seed)),
-                  method=args.method, drop_last_frame=not args.keep_last_frame, **sampling_kwargs(args))
+    result = loop(pipe, args.image, args.prompt or "", sampling_options(args), method=args.method,
+                  drop_last_frame=not args.keep_last_frame, negative_prompt=args.negative_prompt,
+                  generator=generator_for(resolve_seed(args.seed)))
     written = save_video(result.frames[0], out_path, fps=args.fps or pipe.config.defaults.save_fps)
     _saved(written, len(result.frames[0]), t0)
     return 0
@@ -197,11 +199,11 @@ def run_story(args: argparse.Namespace) -> int:
     fps = args.fps or story.fps or pipe.config.defaults.save_fps
     t0 = time.perf_counter()
     if args.shot is not None:
-        shot = resolve_shot(pipe, story.shots[args.shot - 1])
-        clip = render_shot(pipe, shot, story.height, story.width)
+        shot = resolve_shot(pipe, story.shots[args.shot - 1], args.shot - 1)
+        clip = render_shot(pipe, shot)
         written = save_video(clip, out_path, fps=fps)
         _saved(written, clip.shape[1], t0)
-        print(f"shot {args.shot}: seed {shot.seed}, {shot.frames} frames, prompt {shot.prompt!r}")
+        print(f"shot {args.shot}: seed {shot.seed}, {shot.options.num_frames} frames, prompt {shot.prompt!r}")
         return 0
     result = render_story(pipe, story)
     written = save_video(result.video, out_path, fps=fps)
@@ -217,7 +219,7 @@ def run_lambda(args: argparse.Namespace) -> int:
     """Print the lambda of every dual cross-attention layer of a checkpoint (learned for the 256 model:
     lambda = s * (tanh(alpha) + 1)), and plot it per layer, grouped by input / middle / output blocks (paper Fig. 2
     left). Only the attn2 tensors and the config are read; no model is built."""
-    from dynamicrafter.apps.controls import format_lambdas, motion_controls, plot_lambdas, read_checkpoint_lambdas
+    from dynamicrafter.apps.lambdas import format_lambdas, motion_controls, plot_lambdas, read_checkpoint_lambdas
     from dynamicrafter.config import resolve_config
 
     lambdas = read_checkpoint_lambdas(args.checkpoint, resolve_config(args.config) if args.config else None)

@@ -19,30 +19,30 @@ import torch
 from tqdm.auto import tqdm
 
 from dynamicrafter.apps.frames import chain, finish, working_output_type
-from dynamicrafter.apps.windows import LOOP_METHODS
-from dynamicrafter.config import ModelConfig
 from dynamicrafter.errors import UserError
+from dynamicrafter.options import LOOP_METHODS, SamplingOptions
 from dynamicrafter.pipeline import DynamiCrafterPipeline, ImageInput, OutputType, PipelineOutput
 
 
 def interpolate(pipe: DynamiCrafterPipeline, start: ImageInput, end: ImageInput, prompt: str = "",
-                **kwargs: Any) -> PipelineOutput:
+                options: SamplingOptions | None = None, **kwargs: Any) -> PipelineOutput:
     """Frames from ``start`` to ``end`` (both in the VDG input, the context stream from ``start``).
 
-    ``kwargs`` are the pipeline's (``num_frames``, ``generator``, ``output_type``, ``temporal_windows``, ...).
+    ``kwargs`` are the pipeline's (``generator``, ``output_type``, sampling options such as ``num_frames`` ...).
     """
-    return pipe(start, prompt, end_image=end, **kwargs)
+    return pipe(start, prompt, options, end_image=end, **kwargs)
 
 
 def interpolate_keyframes(pipe: DynamiCrafterPipeline, keyframes: Sequence[ImageInput],
-                          prompts: str | Sequence[str] = "", *, generator: torch.Generator | None = None,
-                          output_type: OutputType = "pil", **kwargs: Any) -> PipelineOutput:
+                          prompts: str | Sequence[str] = "", options: SamplingOptions | None = None, *,
+                          generator: torch.Generator | None = None, output_type: OutputType = "pil",
+                          **kwargs: Any) -> PipelineOutput:
     """One video through N >= 2 keyframes: each consecutive pair is interpolated (segment k from keyframe k to
     k + 1, with ``prompts[k]``, or one prompt for all) and the duplicated boundary frames are removed, so
     N keyframes and T frames per segment give ``(N - 1) * (T - 1) + 1`` frames.
 
-    ``generator`` is used by the segments in order. Returns the frames of one video (batch 1) like the pipeline;
-    ``timings`` sums the segments.
+    ``generator`` (or one seeded by ``options.seed``) is used by the segments in order. Returns the frames of one
+    video (batch 1) like the pipeline; ``timings`` sums the segments.
     """
     if len(keyframes) < 2:
         raise UserError(f"interpolation needs at least 2 keyframes, got {len(keyframes)}")
@@ -53,10 +53,12 @@ def interpolate_keyframes(pipe: DynamiCrafterPipeline, keyframes: Sequence[Image
     if len(prompt_list) != segments:
         raise UserError(f"got {len(prompt_list)} prompts for {len(keyframes)} keyframes: give one prompt, or one per "
                         f"segment ({segments})")
+    if generator is None and options is not None and options.seed is not None:
+        generator = torch.Generator().manual_seed(options.seed)
     clips, latents, timings = [], [], {}
     bar = tqdm(total=segments, desc="segments", disable=segments == 1 or pipe.progress_bar_config.get("disable"))
     for k in range(segments):
-        out = pipe(keyframes[k], prompt_list[k], end_image=keyframes[k + 1], generator=generator,
+        out = pipe(keyframes[k], prompt_list[k], options, end_image=keyframes[k + 1], generator=generator,
                    output_type=working_output_type(output_type), **kwargs)
         clips.append(out.frames)
         latents.append(out.latents)
@@ -67,9 +69,9 @@ def interpolate_keyframes(pipe: DynamiCrafterPipeline, keyframes: Sequence[Image
     return PipelineOutput(frames=finish(chain(clips), output_type), latents=chain(latents), timings=timings)
 
 
-def default_loop_method(config: ModelConfig) -> str:
-    """``"closed"`` for interpolation models (their VDG input is always a first and a last frame), else ``"ring"``."""
-    return "closed" if config.interp_mode else "ring"
+def default_loop_method(interp_model: bool) -> str:
+    """"closed" for interpolation models (their VDG input is always a first and a last frame), else "ring"."""
+    return "closed" if interp_model else "ring"
 
 
 def loop_length(method: str, num_frames: int) -> int:
@@ -77,33 +79,31 @@ def loop_length(method: str, num_frames: int) -> int:
     return num_frames if method == "ring" else num_frames - 1
 
 
-def loop(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", *, method: str | None = None,
-         output_type: OutputType = "pil", drop_last_frame: bool = True, **kwargs: Any) -> PipelineOutput:
+def loop(pipe: DynamiCrafterPipeline, image: ImageInput, prompt: str = "", options: SamplingOptions | None = None,
+         *, method: str | None = None, output_type: OutputType = "pil", drop_last_frame: bool = True,
+         **kwargs: Any) -> PipelineOutput:
     """A looping video of ``image``; the frames returned play seamlessly when repeated.
 
-    ``method``:
+    ``method`` (default: ``options.loop_method``, else the model's: ring for image-to-video models, closed for
+    interpolation models):
 
-    - ``"ring"`` (default for image-to-video models): ``image`` animated on a circular timeline (the pipeline's
-      ``circular``): the network's temporal layers wrap around, so frame ``num_frames - 1`` is frame 0's neighbour
-      and the wrap is a step like any other; ``num_frames`` distinct frames.
-    - ``"closed"`` (default for interpolation models such as 512_interp): ``image`` at both ends of the VDG input,
-      the closing frame is frame 0's latent itself (the pipeline's ``closed_loop``); ``num_frames - 1`` frames.
+    - ``"ring"``: ``image`` animated on a circular timeline: the network's temporal layers wrap around, so frame
+      ``num_frames - 1`` is frame 0's neighbour and the wrap is a step like any other; ``num_frames`` distinct frames.
+    - ``"closed"``: ``image`` at both ends of the VDG input, the closing frame is frame 0's latent itself;
+      ``num_frames - 1`` frames.
     - ``"open"``: the released way, an interpolation from ``image`` to itself whose closing frame is sampled on its
       own (it only resembles the first); the ``num_frames - 1`` frames before it.
 
-    ``drop_last_frame=False`` appends the closing frame (for ring and closed loops, a copy of frame 0).
+    ``drop_last_frame=False`` appends the closing frame (for ring and closed loops, a copy of frame 0). ``kwargs``
+    go to the pipeline (``generator``, sampling options ...).
     """
-    method = method or default_loop_method(pipe.config)
-    if method not in LOOP_METHODS:
+    if method is not None and method not in LOOP_METHODS:
         raise UserError(f"unknown loop method {method!r}: use one of {list(LOOP_METHODS)}")
-    if method == "ring" and pipe.config.interp_mode:
-        raise UserError(f"a ring loop animates the image, which interpolation model '{pipe.config.name}' is not "
-                        f"trained for: use the 'closed' loop method")
-    working = working_output_type(output_type)
-    if method == "ring":
-        out = pipe(image, prompt, output_type=working, circular=True, **kwargs)
-    else:
-        out = pipe(image, prompt, end_image=image, output_type=working, closed_loop=method == "closed", **kwargs)
+    options = (options or SamplingOptions()).replace(loop=True)
+    if method is not None:
+        options = options.replace(loop_method=method)
+    method = options.loop_method or default_loop_method(pipe.config.interp_mode)
+    out = pipe(image, prompt, options, output_type=working_output_type(output_type), **kwargs)
     video, latents = out.frames, out.latents
     if method == "open" and drop_last_frame:
         video, latents = video[:, :, :-1], latents[:, :, :-1]

@@ -18,9 +18,12 @@ Script::
         seed: 7
         frames: 16
 
-A shot is an image animation, an interpolation (``end_image``) or a loop (``loop: true``); its fields are those of
-:class:`Shot`. Relative image paths are relative to the script's folder. The sidecar is itself a valid script
-(every value resolved, absolute paths) with an extra ``model`` section and each shot's ``frame_range`` in the video.
+A shot is an image animation, an interpolation (``end_image``) or a loop (``loop: true``); its fields are its
+inputs (``image``, ``prompt``, ``negative_prompt``, ``end_image``) and the sampling settings of
+:data:`dynamicrafter.options.SETTINGS` (``steps``, ``frames``, ``frame_stride``, ``seed``, ``window`` ...; the
+image size is set once, by the story's ``height`` / ``width``). Relative image paths are relative to the
+script's folder. The sidecar is itself a valid script (every value resolved, absolute paths) with an extra ``model``
+section and each shot's ``frame_range`` in the video.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,69 +43,46 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from dynamicrafter.apps.controls import ImageAttentionScale, check_scale_layers, parse_image_attention_scale
 from dynamicrafter.apps.frames import crossfade_concat
-from dynamicrafter.apps.interpolation import default_loop_method, loop, loop_length
-from dynamicrafter.apps.windows import LOOP_METHODS, WEIGHTINGS, TemporalWindows
+from dynamicrafter.apps.interpolation import loop, loop_length
 from dynamicrafter.config import PRESETS
 from dynamicrafter.errors import UserError
+from dynamicrafter.options import DEFAULT_SEED, SETTING_NAMES, SamplingOptions
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 
 SIDECAR_FORMAT = "dynamicrafter-story"
 SIDECAR_VERSION = 1
-DEFAULT_BASE_SEED = 123  # the released scripts' seed
 FINGERPRINT_BYTES = 1 << 20  # the model fingerprint hashes the file size and its first and last MiB
+STORY_SIZE_SETTINGS = ("height", "width")  # set once per story (the shots are joined), not per shot
+SHOT_INPUTS = ("image", "prompt", "negative_prompt", "end_image")
 
 
 @dataclass(frozen=True)
 class Shot:
-    """One shot. ``None`` means the loaded model's released setting (resolved and recorded in the sidecar).
-
-    ``loop_method``: how a loop is sampled ("ring", "closed", "open"; see :func:`loop`), the model's default when
-    unset. ``frames``: frames rendered (closed and open loops keep ``frames - 1``); ``window`` / ``window_stride`` /
-    ``window_weighting``: sliding temporal windows for shots longer than the model's temporal length.
-    """
+    """One shot: its inputs and its sampling options (unset values: the loaded model's released settings, resolved
+    and recorded in the sidecar). A loop shot has ``options.loop`` (``loop_method``: "ring", "closed" or "open");
+    ``options.num_frames`` frames are rendered (closed and open loops keep ``num_frames - 1``)."""
 
     image: str
     prompt: str = ""
     negative_prompt: str = ""
     end_image: str | None = None
-    loop: bool = False
-    loop_method: str | None = None
-    frames: int | None = None
-    frame_stride: int | None = None
-    seed: int | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    image_guidance_scale: float | None = None
-    guidance_rescale: float | None = None
-    eta: float | None = None
-    image_attention_scale: ImageAttentionScale | None = None
-    context_stream: bool = True
-    vdg: bool = True
-    window: int | None = None
-    window_stride: int | None = None
-    window_weighting: str | None = None
+    options: SamplingOptions = field(default_factory=SamplingOptions)
 
-    def temporal_windows(self) -> TemporalWindows | None:
-        if self.window is None and self.window_stride is None and self.window_weighting is None:
-            return None
-        return TemporalWindows(self.window, self.window_stride, self.window_weighting or "linear")  # type: ignore
+    @property
+    def seed(self) -> int:
+        assert self.options.seed is not None, "a parsed shot always has a seed"
+        return self.options.seed
+
+    def to_script(self) -> dict[str, Any]:
+        """The shot as a script entry (settings by their script names; the story's height / width left out)."""
+        inputs = {"image": self.image, "prompt": self.prompt, "negative_prompt": self.negative_prompt,
+                  "end_image": self.end_image}
+        settings = {k: v for k, v in self.options.to_settings().items() if k not in STORY_SIZE_SETTINGS}
+        return {k: v for k, v in {**inputs, **settings}.items() if v is not None}
 
 
-# valid range per numeric field: (minimum, maximum), None = unbounded
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "frames": (1, None), "frame_stride": (1, None), "seed": (-1, 2**63 - 1), "steps": (1, 1000),
-    "guidance_scale": (0, None), "image_guidance_scale": (0, None), "guidance_rescale": (0, 1), "eta": (0, 1),
-    "window": (1, None), "window_stride": (1, None),
-}
-_KINDS: dict[str, type] = {
-    "image": str, "prompt": str, "negative_prompt": str, "end_image": str, "loop": bool, "loop_method": str,
-    "frames": int, "frame_stride": int, "seed": int, "steps": int, "guidance_scale": float,
-    "image_guidance_scale": float, "guidance_rescale": float, "eta": float, "context_stream": bool, "vdg": bool,
-    "window": int, "window_stride": int, "window_weighting": str,
-}
-SHOT_FIELDS = tuple(f.name for f in fields(Shot))
+SHOT_FIELDS = SHOT_INPUTS + tuple(n for n in SETTING_NAMES if n not in STORY_SIZE_SETTINGS)
 STORY_KEYS = ("shots", "defaults", "crossfade", "fps", "seed", "height", "width", "checkpoint", "config", "model",
               "format", "version")
 
@@ -161,23 +141,15 @@ def parse_story(data: Any, base_dir: str | os.PathLike = ".", name: str = "story
     _check_keys(data, STORY_KEYS, f"{name}:", "key")
     if "format" in data and data["format"] != SIDECAR_FORMAT:
         raise UserError(f"{name}: 'format' is {data['format']!r}, expected {SIDECAR_FORMAT!r}")
-    shots_data = data.get("shots")
-    if not isinstance(shots_data, list) or not shots_data:
-        raise UserError(f"{name}: 'shots' must be a non-empty list of shots (each with at least 'image')")
-    for i, raw in enumerate(shots_data):
-        if not isinstance(raw, dict):
-            raise UserError(f"{name}: shot {i + 1}: a shot is a mapping with at least 'image', got {raw!r}")
-        if "format" in data:  # a sidecar: the frame ranges it records are output, not settings
-            shots_data[i] = {k: v for k, v in raw.items() if k != "frame_range"}
+    shots_data = _shot_entries(data, name)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise UserError(f"{name}: 'defaults' must be a mapping of shot settings, got {type(defaults).__name__}")
     _check_keys(defaults, SHOT_FIELDS, f"{name}: defaults:", "field")
     crossfade = _story_number(data, "crossfade", int, 0, name, minimum=0)
     fps = _story_number(data, "fps", float, None, name, minimum=1e-3)
-    height = _story_number(data, "height", int, None, name, minimum=1)
-    width = _story_number(data, "width", int, None, name, minimum=1)
-    base_seed = seed if seed is not None else _story_number(data, "seed", int, DEFAULT_BASE_SEED, name, minimum=-1)
+    size = {key: _story_number(data, key, int, None, name, minimum=1) for key in STORY_SIZE_SETTINGS}
+    base_seed = seed if seed is not None else _story_number(data, "seed", int, DEFAULT_SEED, name, minimum=-1)
     if base_seed < 0:
         base_seed = random.randrange(2**31)
     for key in ("checkpoint", "config"):
@@ -187,69 +159,56 @@ def parse_story(data: Any, base_dir: str | os.PathLike = ".", name: str = "story
     if model is not None and not isinstance(model, dict):
         raise UserError(f"{name}: 'model' must be a mapping (written by the sidecar), got {type(model).__name__}")
     base = Path(base_dir)
-    shots = [_parse_shot({**defaults, **raw}, i, base, base_seed, name) for i, raw in enumerate(shots_data)]
+    shots = [_parse_shot({**defaults, **raw, **size}, i, base, base_seed, name) for i, raw in enumerate(shots_data)]
     checkpoint = data.get("checkpoint")
     if checkpoint is not None and not Path(checkpoint).is_absolute():
         checkpoint = str((base / checkpoint).resolve())
-    return Story(shots, crossfade, fps, height, width, checkpoint, data.get("config"), model, source)
+    return Story(shots, crossfade, fps, size["height"], size["width"], checkpoint, data.get("config"), model, source)
+
+
+def _shot_entries(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The script's shots, each a mapping (a sidecar's recorded frame ranges dropped: they are output)."""
+    shots_data = data.get("shots")
+    if not isinstance(shots_data, list) or not shots_data:
+        raise UserError(f"{name}: 'shots' must be a non-empty list of shots (each with at least 'image')")
+    entries = []
+    for i, raw in enumerate(shots_data):
+        if not isinstance(raw, dict):
+            raise UserError(f"{name}: shot {i + 1}: a shot is a mapping with at least 'image', got {raw!r}")
+        entries.append({k: v for k, v in raw.items() if k != "frame_range"} if "format" in data else raw)
+    return entries
 
 
 def _parse_shot(raw: dict[str, Any], index: int, base: Path, base_seed: int, name: str) -> Shot:
     where = f"{name}: shot {index + 1}:"
-    _check_keys(raw, SHOT_FIELDS, where, "field")
+    _check_keys({k: v for k, v in raw.items() if k not in STORY_SIZE_SETTINGS}, SHOT_FIELDS, where, "field")
     if raw.get("image") is None:
         raise UserError(f"{where} 'image' is required (the path of the shot's first frame)")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if value is None:
-            continue
-        if key == "image_attention_scale":
-            values[key] = parse_image_attention_scale(value, f"{where} 'image_attention_scale'")
-            continue
-        values[key] = _typed(value, _KINDS[key], where, key)
-        if key in _RANGES:
-            lo, hi = _RANGES[key]
-            if (lo is not None and values[key] < lo) or (hi is not None and values[key] > hi):
-                bounds = f">= {lo:g}" if hi is None else f"in [{lo:g}, {hi:g}]"
-                raise UserError(f"{where} '{key}' must be {bounds}, got {value!r}")
-    if values.get("window_weighting") not in (None, *WEIGHTINGS):
-        raise UserError(f"{where} 'window_weighting' must be one of {list(WEIGHTINGS)}, got "
-                        f"{values['window_weighting']!r}")
-    if values.get("window") and values.get("window_stride", 0) > values["window"]:
-        raise UserError(f"{where} 'window_stride' {values['window_stride']} is larger than 'window' "
-                        f"{values['window']}: frames between windows would never be denoised")
-    if values.get("loop_method") is not None:
-        if values["loop_method"] not in LOOP_METHODS:
-            raise UserError(f"{where} 'loop_method' must be one of {list(LOOP_METHODS)}, got "
-                            f"{values['loop_method']!r}")
-        if not values.get("loop"):
-            raise UserError(f"{where} 'loop_method' is set but 'loop' is not true: add 'loop: true' or drop it")
-    if values.get("loop") and values.get("end_image"):
+    inputs: dict[str, Any] = {}
+    for key in SHOT_INPUTS:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{where} '{key}' must be a string, got {value!r}")
+        if value is not None and key in ("image", "end_image"):
+            value = _shot_file(value, key, base, where)
+        if value is not None:
+            inputs[key] = value
+    settings = {k: v for k, v in raw.items() if k not in SHOT_INPUTS}
+    seed = settings.get("seed")
+    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed < 0):
+        settings["seed"] = base_seed + index if seed is None else random.randrange(2**31)
+    options = SamplingOptions.from_settings(settings, where)
+    if options.loop and "end_image" in inputs:
         raise UserError(f"{where} 'loop' and 'end_image' exclude each other (a loop ends on its own image)")
-    for key in ("image", "end_image"):
-        if key in values:
-            path = Path(values[key]).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.is_file():
-                raise UserError(f"{where} '{key}' file not found: '{path}' (relative paths start at the script's "
-                                f"folder)")
-            values[key] = str(path.resolve())
-    seed = values.get("seed", base_seed + index)
-    values["seed"] = random.randrange(2**31) if seed < 0 else seed
-    return Shot(**values)
+    return Shot(options=options, **inputs)
 
 
-def _typed(value: Any, kind: type, where: str, key: str) -> Any:
-    ok = {
-        str: isinstance(value, str),
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-    }[kind]
-    if not ok:
-        names = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
-        raise UserError(f"{where} '{key}' must be {names[kind]}, got {value!r}")
-    return float(value) if kind is float else value
+def _shot_file(value: str, key: str, base: Path, where: str) -> str:
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise UserError(f"{where} '{key}' file not found: '{path}' (relative paths start at the script's folder)")
+    return str(path.resolve())
 
 
 def _check_keys(data: dict[str, Any], known: tuple[str, ...], where: str, what: str) -> None:
@@ -263,10 +222,14 @@ def _check_keys(data: dict[str, Any], known: tuple[str, ...], where: str, what: 
 def _story_number(data: dict[str, Any], key: str, kind: type, default: Any, name: str, minimum: float) -> Any:
     if data.get(key) is None:
         return default
-    value = _typed(data[key], kind, f"{name}:", key)
+    value = data[key]
+    ok = (isinstance(value, int) if kind is int else isinstance(value, (int, float)) and math.isfinite(value)) \
+        and not isinstance(value, bool)
+    if not ok:
+        raise UserError(f"{name}: '{key}' must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if value < minimum:
-        raise UserError(f"{name}: '{key}' must be >= {minimum:g}, got {data[key]!r}")
-    return value
+        raise UserError(f"{name}: '{key}' must be >= {minimum:g}, got {value!r}")
+    return kind(value)
 
 
 def _one_line(e: BaseException) -> str:
@@ -278,63 +241,43 @@ def _one_line(e: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def resolve_shot(pipe: DynamiCrafterPipeline, shot: Shot) -> Shot:
-    """The shot with every ``None`` replaced by the loaded model's setting (what the sidecar records)."""
-    d = pipe.config.defaults
-    resolved = {
-        "frames": d.num_frames, "frame_stride": d.frame_stride, "steps": d.num_inference_steps,
-        "guidance_scale": d.guidance_scale, "guidance_rescale": d.guidance_rescale, "eta": d.eta,
-    }
-    if shot.loop:
-        resolved["loop_method"] = default_loop_method(pipe.config)
-    shot = dataclasses.replace(shot, **{k: v for k, v in resolved.items() if getattr(shot, k) is None})
-    windows = shot.temporal_windows()
-    if windows is not None:
-        frames, length = int(shot.frames), pipe.config.unet.temporal_length  # type: ignore[arg-type]
-        shot = dataclasses.replace(shot, window=windows.window_size(frames, length),
-                                   window_stride=windows.window_stride(frames, length),
-                                   window_weighting=windows.weighting)
-    return shot
+def resolve_shot(pipe: DynamiCrafterPipeline, shot: Shot, index: int | None = None) -> Shot:
+    """The shot with every unset setting replaced by the loaded model's (what the sidecar records); checked against
+    the model (layer names, sizes, loop method); ``index`` (0-based) names the shot in errors."""
+    try:
+        return dataclasses.replace(shot, options=pipe.resolve_options(shot.options))
+    except UserError as e:
+        raise UserError(f"shot {index + 1}: {e}" if index is not None else str(e)) from None
 
 
-def render_shot(pipe: DynamiCrafterPipeline, shot: Shot, height: int | None = None, width: int | None = None
-                ) -> torch.Tensor:
+def render_shot(pipe: DynamiCrafterPipeline, shot: Shot) -> torch.Tensor:
     """Render one shot alone -> frames (3, t, H, W) in [-1, 1]; depends only on the shot (its own seed)."""
-    kwargs: dict[str, Any] = {
-        "negative_prompt": shot.negative_prompt or None, "num_frames": shot.frames, "height": height,
-        "width": width, "num_inference_steps": shot.steps, "guidance_scale": shot.guidance_scale,
-        "image_guidance_scale": shot.image_guidance_scale, "guidance_rescale": shot.guidance_rescale,
-        "frame_stride": shot.frame_stride, "eta": shot.eta, "image_attention_scale": shot.image_attention_scale,
-        "context_stream": shot.context_stream, "vdg": shot.vdg, "temporal_windows": shot.temporal_windows(),
-        "generator": torch.Generator().manual_seed(shot.seed), "output_type": "pt",
-    }
-    if shot.loop:
-        return loop(pipe, shot.image, shot.prompt, method=shot.loop_method, **kwargs).frames[0]
-    return pipe(shot.image, shot.prompt, end_image=shot.end_image, **kwargs).frames[0]
+    if shot.options.loop:
+        return loop(pipe, shot.image, shot.prompt, shot.options, negative_prompt=shot.negative_prompt or None,
+                    output_type="pt").frames[0]
+    return pipe(shot.image, shot.prompt, shot.options, negative_prompt=shot.negative_prompt or None,
+                end_image=shot.end_image, output_type="pt").frames[0]
 
 
 def render_story(pipe: DynamiCrafterPipeline, story: Story) -> StoryResult:
     """Render every shot (with a progress bar over shots) and join them with the story's cross-fade."""
-    layer_names = [name for name, _ in pipe.model.unet.image_attention_layers()]
-    shots = []
-    for i, shot in enumerate(story.shots):
-        check_scale_layers(shot.image_attention_scale, layer_names, f"shot {i + 1}: 'image_attention_scale'")
-        shots.append(resolve_shot(pipe, shot))
+    shots = [resolve_shot(pipe, shot, i) for i, shot in enumerate(story.shots)]  # all checked before rendering
     check_joinable(shots, story.crossfade)
     clips: list[torch.Tensor] = []
     for shot in tqdm(shots, desc="shots", disable=bool(pipe.progress_bar_config.get("disable"))):
-        clips.append(render_shot(pipe, shot, story.height, story.width))
+        clips.append(render_shot(pipe, shot))
     video, ranges = crossfade_concat([c[None] for c in clips], story.crossfade)
     return StoryResult(video[0], clips, ranges, shots)
 
 
 def shot_length(shot: Shot) -> int:
     """Frames a resolved shot contributes (closed and open loops drop their closing frame)."""
-    assert shot.frames is not None
-    if shot.loop:
-        assert shot.loop_method is not None
-        return loop_length(shot.loop_method, shot.frames)
-    return shot.frames
+    frames = shot.options.num_frames
+    assert frames is not None, "resolve the shot first"
+    if shot.options.loop:
+        assert shot.options.loop_method is not None
+        return loop_length(shot.options.loop_method, frames)
+    return frames
 
 
 def check_joinable(shots: list[Shot], crossfade: int) -> None:
@@ -377,10 +320,8 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def sidecar(story: Story, result: StoryResult, pipe: DynamiCrafterPipeline, fps: float) -> dict[str, Any]:
     """The sidecar content: a script with every value resolved, the model identity and each shot's frame range."""
-    shots = []
-    for shot, frame_range in zip(result.shots, result.frame_ranges):
-        entry = {k: v for k, v in dataclasses.asdict(shot).items() if v is not None}
-        shots.append({**entry, "frame_range": list(frame_range)})
+    shots = [{**shot.to_script(), "frame_range": list(frame_range)}
+             for shot, frame_range in zip(result.shots, result.frame_ranges)]
     height, width = story.height or pipe.config.defaults.height, story.width or pipe.config.defaults.width
     identity = model_identity(pipe)
     out: dict[str, Any] = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "model": identity}

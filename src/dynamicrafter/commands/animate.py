@@ -13,7 +13,7 @@ from dynamicrafter.commands.common import (
     generator_for,
     load_pipeline,
     resolve_seed,
-    sampling_kwargs,
+    sampling_options,
 )
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import save_video
@@ -58,20 +58,34 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     seed = resolve_seed(args.seed)
     fps = args.fps or pipe.config.defaults.save_fps
-    kwargs = sampling_kwargs(args)
+    options = sampling_options(args)
     for image_path, prompt, out_path in pending:
         t0 = time.perf_counter()
-        result = pipe(image_path, prompt, generator=generator_for(seed), **kwargs)
+        result = pipe(image_path, prompt, options, negative_prompt=args.negative_prompt,
+                      generator=generator_for(seed))
         written = save_video(result.frames[0], out_path, fps=fps)
         print(f"saved {written} ({len(result.frames[0])} frames) in {time.perf_counter() - t0:.1f}s")
     return 0
 
 
 def _folder_jobs(args: argparse.Namespace, folder: Path) -> list[tuple[Path, str, Path]]:
-    from dynamicrafter.pipeline import load_prompt_folder
-
     out_dir = Path(args.output)
     if out_dir.suffix:
         raise UserError(f"folder input needs an output folder, got '{out_dir}'")
     suffix = "" if args.format == "png" else f".{args.format}"
     return [(images[0], prompt, out_dir / f"{images[0].stem}{suffix}") for images, prompt in load_prompt_folder(folder)]
+
+
+def load_prompt_folder(folder: str | Path, interp: bool = False) -> list[tuple[list[Path], str]]:
+    """A folder in the released ``prompts/`` format: images plus ``test_prompts.txt`` (one prompt per line, in the
+    sorted order of the images; for interpolation, pairs NAME_01 / NAME_02 per prompt)."""
+    folder = Path(folder)
+    prompt_files = sorted(folder.glob("*.txt"))
+    if not prompt_files:
+        raise UserError(f"no prompt file (*.txt) in '{folder}': add test_prompts.txt with one prompt per image")
+    prompts = [line.strip() for line in prompt_files[0].read_text().splitlines() if line.strip()]
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    per = 2 if interp else 1
+    if len(images) < per * len(prompts):
+        raise UserError(f"'{folder}' has {len(prompts)} prompts but {len(images)} images (need {per} per prompt)")
+    return [(images[per * i : per * (i + 1)], p) for i, p in enumerate(prompts)]

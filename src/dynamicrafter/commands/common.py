@@ -9,11 +9,9 @@ from pathlib import Path
 
 import torch
 
-from dynamicrafter.apps.controls import parse_image_attention_scale
-from dynamicrafter.apps.windows import WEIGHTINGS, TemporalWindows
+from dynamicrafter.diffusion.windows import WEIGHTINGS
 from dynamicrafter.errors import UserError
-
-DEFAULT_SEED = 123  # the released scripts' seed
+from dynamicrafter.options import DEFAULT_SEED, SETTING_NAMES, SamplingOptions
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +57,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, multiple_prompts: bool
 
 
 def add_control_options(parser: argparse.ArgumentParser) -> None:
-    """Lambda, the stream switches and sliding temporal windows (read back by :func:`sampling_kwargs`)."""
+    """Lambda, the stream switches and sliding temporal windows (read back by :func:`sampling_options`)."""
     g = parser.add_argument_group("conditioning streams and long videos")
     g.add_argument("--image-attention-scale", dest="image_attention_scale", metavar="S",
                    help="scale lambda of the image cross-attention: one value (1 = as trained, 0 = context stream "
@@ -97,40 +95,16 @@ def load_pipeline(args: argparse.Namespace):
     return pipe
 
 
-def sampling_kwargs(args: argparse.Namespace) -> dict:
-    """Pipeline keyword arguments from the shared CLI options (None = model default)."""
-    return {
-        "negative_prompt": args.negative_prompt,
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance_scale,
-        "image_guidance_scale": args.image_guidance_scale,
-        "guidance_rescale": args.guidance_rescale,
-        "eta": args.eta,
-        "frame_stride": args.frame_stride,
-        "num_frames": args.frames,
-        "height": args.height,
-        "width": args.width,
-        "resize_mode": args.resize,
-        "image_attention_scale": (None if args.image_attention_scale is None else
-                                  parse_image_attention_scale(args.image_attention_scale, "--image-attention-scale")),
-        "context_stream": args.context_stream,
-        "vdg": args.vdg,
-        "temporal_windows": temporal_windows(args),
-    }
-
-
-def temporal_windows(args: argparse.Namespace) -> TemporalWindows | None:
-    """Sliding-window settings from --window / --window-stride / --window-weighting (None: no windows)."""
-    if args.window is None and args.window_stride is None and args.window_weighting is None:
-        return None
-    size = None
-    if args.window not in (None, "auto"):
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling options of the shared CLI flags (unset flags: the model's released settings)."""
+    settings = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name) and name != "seed"}
+    if settings.get("window") not in (None, "auto"):
         try:
-            size = int(args.window)
+            settings["window"] = int(settings["window"])
         except ValueError:
             raise UserError(f"--window must be a number of frames (or nothing: the model's length), got "
-                            f"{args.window!r}") from None
-    return TemporalWindows(size, args.window_stride, args.window_weighting or "linear")
+                            f"{settings['window']!r}") from None
+    return SamplingOptions.from_settings(settings, style="flag")
 
 
 def generator_for(seed: int) -> torch.Generator:

@@ -12,7 +12,7 @@ with std over all non-batch dimensions. For v-prediction these act on v (as rele
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -39,21 +39,28 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, scale: fl
     return guided
 
 
-def guided(model_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], num_branches: int, scale: float,
-           image_scale: float | None = None, guidance_rescale: float = 0.0
-           ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Wrap a batched model into a guided denoiser.
+@dataclass(frozen=True)
+class Guidance:
+    """Guidance settings of one sampling run: ``scale`` s (text), ``image_scale`` s_img (a third branch when set),
+    ``rescale`` phi. With s = 1 there is one branch and no guidance (as released)."""
 
-    ``model_fn(z, t, n)`` evaluates all branches in one batch: given z (b, ...) it returns (n*b, ...) predictions
-    ordered [cond; uncond; (uncond_image)]. With one branch (no guidance) the prediction is returned as is.
-    """
+    scale: float = 1.0
+    image_scale: float | None = None
+    rescale: float = 0.0
 
-    def denoise(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = model_fn(z, t, num_branches)
-        if num_branches == 1:
-            return out
-        branches: Sequence[torch.Tensor] = out.chunk(num_branches)
-        return classifier_free_guidance(branches[0], branches[1], scale,
-                                        branches[2] if num_branches == 3 else None, image_scale, guidance_rescale)
+    @property
+    def num_branches(self) -> int:
+        """1 (conditional only), 2 (+ unconditional) or 3 (+ unconditional text with the image)."""
+        if self.scale == 1.0:
+            return 1
+        return 3 if self.image_scale is not None else 2
 
-    return denoise
+    def combine(self, predictions: torch.Tensor) -> torch.Tensor:
+        """Predictions of every branch, stacked along the batch [cond; uncond; (uncond_image)] (n*b, ...) -> the
+        guided prediction (b, ...)."""
+        n = self.num_branches
+        if n == 1:
+            return predictions
+        branches = predictions.chunk(n)
+        return classifier_free_guidance(branches[0], branches[1], self.scale, branches[2] if n == 3 else None,
+                                        self.image_scale, self.rescale)

@@ -11,16 +11,14 @@ Per level of ``channel_mult`` the encoder has ``num_res_blocks`` layers of
 ``attention_resolutions``), then a strided-conv downsample; the decoder mirrors it with skip connections.
 
 Frame order reaches the network through the temporal convolutions (zero-padded at the first and last frame), the
-relative positions of temporal attention (when used) and P's per-frame image tokens. ``circular_time`` makes the time
-axis a circle instead: the convolutions pad with the frames from the other end and relative distances wrap, so the
-last frame is the first frame's neighbour (seamless loops).
+relative positions of temporal attention (when used) and P's per-frame image tokens. A call with
+``UNetControls(circular=True)`` makes the time axis a circle instead: the convolutions pad with the frames from the
+other end and relative distances wrap, so the last frame is the first frame's neighbour (seamless loops).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from dynamicrafter.config import UNetConfig
+from dynamicrafter.errors import ConfigError
 from dynamicrafter.models.attention import Attention, RelativePosition, SpatialTransformer, TemporalTransformer
+from dynamicrafter.models.controls import AS_TRAINED, UNetControls
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -71,17 +71,17 @@ class TemporalConvLayer(nn.Module):
         self.norm = nn.GroupNorm(norm_groups, channels)
         self.dropout = nn.Dropout(dropout)
         self.conv = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
-        self.circular = False  # run-time control (UNet3D.circular_time): pad time by wrapping around, not zeros
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, circular: bool = False) -> torch.Tensor:
+        """x: (b, c, t, h, w); ``circular``: pad time by wrapping around (frame t-1 before 0), not with zeros."""
         h = self.dropout(F.silu(self.norm(x)))  # (b, c, t, h, w)
         # The (3, 1, 1) Conv3d computed as a (3, 1) Conv2d over (t, h*w): same weights and result, but CPUs run
         # 2D convolutions through oneDNN while 3D ones fall back to a slow kernel.
         b, c, t, hh, ww = h.shape
         h = h.reshape(b, c, t, hh * ww)  # (b, c, t, hw)
-        if self.circular:
+        if circular:
             h = torch.cat([h[:, :, -1:], h, h[:, :, :1]], dim=2)  # (b, c, t + 2, hw): frame t-1 before 0, 0 after t-1
-        out = F.conv2d(h, self.conv.weight.squeeze(-1), self.conv.bias, padding=(0 if self.circular else 1, 0))
+        out = F.conv2d(h, self.conv.weight.squeeze(-1), self.conv.bias, padding=(0 if circular else 1, 0))
         return out.view(b, -1, t, hh, ww)
 
 
@@ -96,10 +96,10 @@ class TemporalConvBlock(nn.Module):
             TemporalConvLayer(channels, norm_groups, 0.0 if i == 0 else self.TEMPORAL_DROPOUT) for i in range(4)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, circular: bool = False) -> torch.Tensor:
         h = x
         for layer in self.layers:
-            h = layer(h)
+            h = layer(h, circular)  # (b, c, t, h, w)
         return x + h
 
 
@@ -119,19 +119,21 @@ class ResBlock(nn.Module):
         self.temporal_conv = TemporalConvBlock(out_channels, norm_groups) if temporal_conv else None
         self.gradient_checkpointing = gradient_checkpointing
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int, use_temporal: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int, use_temporal: bool = True,
+                circular: bool = False) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():  # also frozen blocks in eval mode
-            return checkpoint(self._forward, x, emb, num_frames, use_temporal, use_reentrant=False)
-        return self._forward(x, emb, num_frames, use_temporal)
+            return checkpoint(self._forward, x, emb, num_frames, use_temporal, circular, use_reentrant=False)
+        return self._forward(x, emb, num_frames, use_temporal, circular)
 
-    def _forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int, use_temporal: bool) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int, use_temporal: bool,
+                 circular: bool) -> torch.Tensor:
         h = self.in_conv(F.silu(self.in_norm(x)))  # (bt, c_out, h, w)
         h = h + self.emb_proj(F.silu(emb)).to(h.dtype)[:, :, None, None]  # (bt, c_out, h, w)
         h = self.out_conv(self.dropout(F.silu(self.out_norm(h))))  # (bt, c_out, h, w)
         h = self.skip(x) + h  # (bt, c_out, h, w)
         if self.temporal_conv is not None and use_temporal:
             h = _unfold_frames(h, num_frames)  # (b, c_out, t, h, w)
-            h = _fold_frames(self.temporal_conv(h))  # (bt, c_out, h, w)
+            h = _fold_frames(self.temporal_conv(h, circular))  # (bt, c_out, h, w)
         return h
 
 
@@ -173,15 +175,15 @@ class UNetLayer(nn.ModuleList):
     """One U-Net layer: a sequence of ResBlock / SpatialTransformer / TemporalTransformer / Up- or Downsample."""
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, num_frames: int,
-                use_temporal: bool = True) -> torch.Tensor:
+                use_temporal: bool = True, controls: UNetControls = AS_TRAINED) -> torch.Tensor:
         for module in self:
             if isinstance(module, ResBlock):
-                h = module(h, emb, num_frames, use_temporal)
+                h = module(h, emb, num_frames, use_temporal, controls.circular)
             elif isinstance(module, SpatialTransformer):
-                h = module(h, context)
+                h = module(h, context, controls)
             elif isinstance(module, TemporalTransformer):
                 if use_temporal:
-                    h = _fold_frames(module(_unfold_frames(h, num_frames)))
+                    h = _fold_frames(module(_unfold_frames(h, num_frames), controls))
             else:
                 h = module(h)
         return h
@@ -234,6 +236,9 @@ class UNet3D(nn.Module):
 
         self.out_norm = GroupNorm32(c.norm_groups, ch)
         self.conv_out = nn.Conv2d(mc, c.out_channels, 3, padding=1)
+        for name, module in self.named_modules():
+            if isinstance(module, Attention):
+                module.layer_name = name  # per-layer controls address the layers by these names
         self.initialize_weights()
 
     def _resblock(self, channels: int, out_channels: int) -> ResBlock:
@@ -252,8 +257,8 @@ class UNet3D(nn.Module):
             heads, dim_head = out_channels // c.num_head_channels, c.num_head_channels
             layer.append(SpatialTransformer(
                 out_channels, heads, dim_head, c.context_dim, c.transformer_depth, 0.0, c.use_linear,
-                c.norm_groups, c.image_cross_attention, c.image_cross_attention_scale_learnable, c.text_context_len,
-                c.gradient_checkpointing))
+                c.norm_groups, c.image_cross_attention, c.image_cross_attention_scale,
+                c.image_cross_attention_scale_learnable, c.text_context_len, c.gradient_checkpointing))
             if c.temporal_attention:
                 layer.append(TemporalTransformer(
                     out_channels, heads, dim_head, c.transformer_depth, 0.0, c.use_linear, c.norm_groups,
@@ -263,8 +268,6 @@ class UNet3D(nn.Module):
     def initialize_weights(self) -> None:
         """All initialization in one place (as released): PyTorch defaults, zeros on every residual output."""
         for module in self.modules():
-            if isinstance(module, Attention) and module.image_cross_attention:
-                module.image_scale = self.config.image_cross_attention_scale
             if isinstance(module, RelativePosition):
                 nn.init.xavier_uniform_(module.embeddings_table)
         zero = [self.conv_out]
@@ -296,7 +299,8 @@ class UNet3D(nn.Module):
         return context.repeat_interleave(num_frames, dim=0)  # (bt, n, d)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                fs: torch.Tensor | None = None, use_temporal: bool = True) -> torch.Tensor:
+                fs: torch.Tensor | None = None, use_temporal: bool = True,
+                controls: UNetControls = AS_TRAINED) -> torch.Tensor:
         """Predict eps or v.
 
         Args:
@@ -305,10 +309,13 @@ class UNet3D(nn.Module):
             context: (b, n_ctx, context_dim) text tokens followed by image tokens.
             fs: (b,) frame stride or fps; ``default_fs`` when None.
             use_temporal: False runs the network as an image model (temporal layers bypassed; training stage i).
+            controls: lambda per layer and the circular time axis for this call (default: as trained).
         Returns:
             (b, out_channels, t, h, w)
         """
         c = self.config
+        if controls.circular and c.use_causal_attention:
+            raise ConfigError("a circular time axis needs non-causal temporal attention; this model's is causal")
         b, _, t, _, _ = x.shape
         emb = self.time_embed(timestep_embedding(timesteps, c.model_channels).to(x.dtype))  # (b, 4mc)
         if self.fs_embed is not None:
@@ -320,70 +327,26 @@ class UNet3D(nn.Module):
 
         h = self.conv_in(_fold_frames(x))  # (bt, mc, h, w)
         if self.init_attn is not None and use_temporal:
-            h = _fold_frames(self.init_attn(_unfold_frames(h, t)))  # (bt, mc, h, w)
+            h = _fold_frames(self.init_attn(_unfold_frames(h, t), controls))  # (bt, mc, h, w)
         skips = [h]
         for layer in self.input_blocks:
-            h = layer(h, emb, context, t, use_temporal)  # (bt, c_l, h_l, w_l)
+            h = layer(h, emb, context, t, use_temporal, controls)  # (bt, c_l, h_l, w_l)
             skips.append(h)
-        h = self.middle_block(h, emb, context, t, use_temporal)  # (bt, c_max, h_min, w_min)
+        h = self.middle_block(h, emb, context, t, use_temporal, controls)  # (bt, c_max, h_min, w_min)
         for layer in self.output_blocks:
-            h = layer(torch.cat([h, skips.pop()], dim=1), emb, context, t, use_temporal)  # (bt, c_l, h_l, w_l)
+            h = layer(torch.cat([h, skips.pop()], dim=1), emb, context, t, use_temporal, controls)  # (bt, c_l, ..)
         out = self.conv_out(F.silu(self.out_norm(h)))  # (bt, out_channels, h, w)
         return _unfold_frames(out, t)  # (b, out_channels, t, h, w)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Run-time controls of the context stream (lambda)
+    # The context stream's layers (lambda)
     # ------------------------------------------------------------------------------------------------------------
-
-    LAYER_GROUPS = {"input": "input_blocks.", "middle": "middle_block.", "output": "output_blocks."}
 
     def image_attention_layers(self) -> list[tuple[str, Attention]]:
         """The dual cross-attention layers in network order, with their names."""
         return [(name, m) for name, m in self.named_modules() if isinstance(m, Attention) and m.image_cross_attention]
 
-    def set_image_attention_scale(self, scale: float | Mapping[str, float]) -> dict[str, float]:
-        """Set the factor s in lambda = s * (tanh(alpha) + 1) (or lambda = s without a learned gate).
-
-        ``scale``: one value for every layer, or a mapping from a group ("input", "middle", "output") or a layer
-        name (see :meth:`image_attention_layers`) to a value; layers not named keep theirs. 0 switches the context
-        stream off. Returns the previous value of every layer (pass it back to restore).
-        """
-        layers = self.image_attention_layers()
-        previous = {name: m.image_scale for name, m in layers}
-        if not isinstance(scale, Mapping):
-            scale = {group: float(scale) for group in self.LAYER_GROUPS}
-        known = set(self.LAYER_GROUPS) | set(previous)
-        unknown = [k for k in scale if k not in known]
-        if unknown:
-            from dynamicrafter.errors import ConfigError
-
-            raise ConfigError(f"unknown image-attention layer group(s) {unknown}: use {sorted(self.LAYER_GROUPS)} or "
-                              f"layer names such as '{layers[0][0] if layers else '-'}'")
-        for name, module in layers:
-            for key, value in scale.items():
-                if name == key or (key in self.LAYER_GROUPS and name.startswith(self.LAYER_GROUPS[key])):
-                    module.image_scale = float(value)
-        return previous
-
-    @contextlib.contextmanager
-    def circular_time(self, enabled: bool = True) -> Iterator[None]:
-        """Within the block the time axis is a circle (``enabled``): temporal convolutions pad frame 0 with frame
-        t-1 and frame t-1 with frame 0, relative temporal distances are taken around the circle. Temporal attention
-        without relative positions is order-free already. Causal temporal attention has no circular form."""
-        if enabled and self.config.use_causal_attention:
-            from dynamicrafter.errors import ConfigError
-
-            raise ConfigError("a circular time axis needs non-causal temporal attention; this model's is causal")
-        modules = [m for m in self.modules() if isinstance(m, (TemporalConvLayer, Attention))]
-        previous = [m.circular for m in modules]
-        for m in modules:
-            m.circular = enabled
-        try:
-            yield
-        finally:
-            for m, value in zip(modules, previous):
-                m.circular = value
-
-    def image_attention_lambdas(self) -> dict[str, float]:
-        """The effective lambda of every dual cross-attention layer (paper Fig. 2)."""
-        return {name: float(torch.as_tensor(m.image_lambda()).detach()) for name, m in self.image_attention_layers()}
+    def image_attention_lambdas(self, controls: UNetControls = AS_TRAINED) -> dict[str, float]:
+        """The effective lambda of every dual cross-attention layer under ``controls`` (paper Fig. 2)."""
+        return {name: float(torch.as_tensor(m.image_lambda(controls)).detach())
+                for name, m in self.image_attention_layers()}

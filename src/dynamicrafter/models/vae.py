@@ -31,7 +31,7 @@ class VideoVAE(nn.Module):
 
     @property
     def downscale(self) -> int:
-        return 2 ** (len(self.config.channel_mult) - 1)
+        return self.config.downscale
 
     def encode_frames(self, frames: torch.Tensor, generator: torch.Generator | None = None,
                       sample: bool = True) -> torch.Tensor:

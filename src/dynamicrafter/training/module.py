@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from dynamicrafter.conditioning import Conditioning, build_conditioning, cfg_dropout_masks, vdg_latents
 from dynamicrafter.data.latents import sample_posterior
 from dynamicrafter.diffusion.ddim import ddim_timesteps, sample_ddim
-from dynamicrafter.diffusion.guidance import guided
+from dynamicrafter.diffusion.denoiser import make_denoiser
+from dynamicrafter.diffusion.guidance import Guidance
 from dynamicrafter.errors import CheckpointError
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.training.config import StageConfig, TrainConfig
@@ -291,17 +292,18 @@ class DynamiCrafterTraining(L.LightningModule):
                 1, unet.out_channels, t, *z_frames.shape[-2:], device=self.device)
         fs = self.fs_of(item)[:1]
         caption = [item["caption"][0]]
+        guidance = Guidance(d.guidance_scale, None, d.guidance_rescale)
         keep, drop = torch.tensor([False]), torch.tensor([True])  # conditional branch, unconditional ("" + zeros)
-        cond = Conditioning.cat([self.conditioning(caption, video[:, :, 0], fs, concat, keep, keep),
-                                 self.conditioning(caption, video[:, :, 0], fs, concat, drop, drop)])
+        cond = Conditioning.cat([self.conditioning(caption, video[:, :, 0], fs, concat, dropped, dropped)
+                                 for dropped in (keep, drop)[: guidance.num_branches]])
 
-        def model_fn(z: torch.Tensor, tt: torch.Tensor, n: int) -> torch.Tensor:
-            x = z.repeat(n, 1, 1, 1, 1)
-            if cond.concat is not None:
-                x = torch.cat([x, cond.concat], dim=1)
-            return model.unet(x, tt.repeat(n), cond.context, cond.fs, use_temporal=self.stage.use_temporal).float()
+        def network(x: torch.Tensor, tt: torch.Tensor, context: torch.Tensor, fs: torch.Tensor,
+                    circular: bool) -> torch.Tensor:
+            return model.unet(x, tt, context, fs, use_temporal=self.stage.use_temporal).float()
 
-        denoise = guided(model_fn, 2, d.guidance_scale, None, d.guidance_rescale)
+        denoise = make_denoiser(network, context=cond.context, concat=cond.concat, fs=cond.fs,
+                                guidance=guidance, num_frames=t,
+                                temporal_length=unet.temporal_length)
         timesteps = ddim_timesteps(steps, d.timestep_spacing, model.schedule.num_timesteps)
         shape = (1, unet.out_channels, t, *video.shape[-2:])
         shape = (*shape[:3], shape[3] // model.vae.downscale, shape[4] // model.vae.downscale)

@@ -20,13 +20,13 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from dynamicrafter.errors import UserError
+from dynamicrafter.options import DEFAULT_SEED, SamplingOptions
 from dynamicrafter.ui.config import STORYBOARD_SHOTS
-from dynamicrafter.ui.inputs import SEED_MAX, SETTING_NAMES, Settings, check_image
+from dynamicrafter.ui.inputs import SEED_MAX, SETTING_NAMES, check_image
 from dynamicrafter.ui.service import JobResult, ModelService
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEED = 123  # the released scripts' seed
 MODEL_QUEUE = "model"  # concurrency id shared by every generation event: one job on the model at a time
 # system fonts only: the app works on machines without internet access
 THEME_FONTS = {"font": ["ui-sans-serif", "system-ui", "sans-serif"], "font_mono": ["ui-monospace", "monospace"]}
@@ -185,7 +185,7 @@ def build_app(service: ModelService) -> gr.Blocks:
         f" The loaded model ('{service.pipe.config.name}') was trained for image animation: it loops the image on a "
         f"circular timeline (all frames kept); interpolation works best with the 512_interp checkpoint.")
 
-    def checked(*values: Any) -> Settings:
+    def checked(*values: Any) -> SamplingOptions:
         *controls, seed, random_seed = values
         return service.check_settings(dict(zip(SETTING_NAMES, controls)), seed, random_seed)
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from dynamicrafter.apps.controls import motion_controls
+from dynamicrafter.apps.lambdas import motion_controls
 from dynamicrafter.config import ModelConfig
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import MediaError, load_image
+from dynamicrafter.options import SamplingOptions
 from dynamicrafter.ui.config import UIConfig
 
 SEED_MAX = 2**31 - 1
@@ -117,20 +118,7 @@ class Control:
         return int(value) if self.integer else float(value)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Checked sampling settings of one job; ``seed=None``: a random seed."""
-
-    steps: int
-    guidance_scale: float
-    eta: float
-    frame_stride: int
-    image_attention_scale: float
-    frames: int
-    seed: int | None
-
-
-SETTING_NAMES = ("steps", "guidance_scale", "eta", "frame_stride", "image_attention_scale", "frames")
+SETTING_NAMES = ("steps", "guidance_scale", "eta", "frame_stride", "image_attention_scale", "frames")  # the sliders
 
 
 def controls_for(model: ModelConfig, config: UIConfig) -> dict[str, Control]:
@@ -159,14 +147,16 @@ def controls_for(model: ModelConfig, config: UIConfig) -> dict[str, Control]:
     }
 
 
-def check_settings(values: Mapping[str, Any], controls: Mapping[str, Control], seed: Any,
-                   random_seed: bool) -> Settings:
-    """Refuse any value outside its control's range; ``random_seed`` ignores ``seed``."""
-    checked = {name: controls[name].check(values[name], name) for name in SETTING_NAMES}
-    chosen: int | None = None
+def check_settings(values: Mapping[str, Any], controls: Mapping[str, Control], seed: Any, random_seed: bool,
+                   temporal_length: int | None = None) -> SamplingOptions:
+    """The sampling options of the sliders; any value outside its control's range is refused. ``random_seed``
+    ignores ``seed`` (the options' seed is then None); videos longer than ``temporal_length`` use sliding windows."""
+    checked: dict[str, Any] = {name: controls[name].check(values[name], name) for name in SETTING_NAMES}
     if not random_seed:
-        chosen = int(Control("seed", 0, SEED_MAX, 0, 1, True).check(seed, "seed"))
-    return Settings(seed=chosen, **checked)  # type: ignore[arg-type]
+        checked["seed"] = int(Control("seed", 0, SEED_MAX, 0, 1, True).check(seed, "seed"))
+    if temporal_length is not None and checked["frames"] > temporal_length:
+        checked["window"] = "auto"
+    return SamplingOptions.from_settings(checked)
 
 
 def check_prompt(prompt: Any, what: str = "prompt") -> str:
@@ -177,5 +167,5 @@ def check_prompt(prompt: Any, what: str = "prompt") -> str:
     return prompt.strip()
 
 
-__all__ = ["CheckedImage", "Control", "SETTING_NAMES", "Settings", "check_image", "check_prompt", "check_settings",
+__all__ = ["CheckedImage", "Control", "SETTING_NAMES", "check_image", "check_prompt", "check_settings",
            "controls_for", "upload_path"]

@@ -4,8 +4,8 @@ The service only checks inputs and calls the pipeline and the applications (:mod
 not import Gradio, so it can be used and tested alone::
 
     service = ModelService(DynamiCrafterPipeline.from_checkpoint("model.ckpt"))
-    settings = service.check_settings({"steps": 25, ...}, seed=123, random_seed=False)
-    result = service.animate("bear.png", "a bear walks", settings)
+    options = service.check_settings({"steps": 25, ...}, seed=123, random_seed=False)
+    result = service.animate("bear.png", "a bear walks", options)
     print(result.video, result.summary())
 """
 
@@ -25,18 +25,19 @@ from typing import Any
 import torch
 
 from dynamicrafter.apps.interpolation import interpolate, loop
-from dynamicrafter.apps.story import parse_story, render_story
-from dynamicrafter.apps.windows import TemporalWindows
+from dynamicrafter.apps.story import STORY_SIZE_SETTINGS, parse_story, render_story
 from dynamicrafter.diffusion.ddim import ddim_timesteps
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import save_video
+from dynamicrafter.options import SamplingOptions
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.ui.config import UIConfig
-from dynamicrafter.ui.inputs import SEED_MAX, Settings, check_image, check_prompt, check_settings, controls_for
+from dynamicrafter.ui.inputs import SEED_MAX, check_image, check_prompt, check_settings, controls_for
 
 ProgressFn = Callable[[int, int], None]  # (sampling steps done, total steps of the job)
 WarnFn = Callable[[str], None]
-Render = Callable[[DynamiCrafterPipeline, int], torch.Tensor]  # (pipeline, seed) -> frames (3, t, H, W) in [-1, 1]
+# (pipeline, options with the job's seed) -> frames (3, t, H, W) in [-1, 1]
+Render = Callable[[DynamiCrafterPipeline, SamplingOptions], torch.Tensor]
 
 EMPTY_PROMPT_WARNING = "the prompt is empty: the motion follows the image alone (a prompt describing it helps)"
 
@@ -103,9 +104,9 @@ class ModelService:
         return (f"model '{c.name}': {c.defaults.width}x{c.defaults.height}, {c.unet.temporal_length} frames, "
                 f"{self.pipe.device.type}")
 
-    def check_settings(self, values: Mapping[str, Any], seed: Any, random_seed: bool) -> Settings:
-        settings = check_settings(values, self.controls, seed, bool(random_seed))
-        return settings
+    def check_settings(self, values: Mapping[str, Any], seed: Any, random_seed: bool) -> SamplingOptions:
+        """The sampling options of the sliders (refused when out of range); seed None with ``random_seed``."""
+        return check_settings(values, self.controls, seed, bool(random_seed), self.pipe.config.unet.temporal_length)
 
     def timesteps(self, steps: int) -> list[int]:
         """The DDIM timesteps that ``steps`` gives with the loaded model (their count is the job's progress total)."""
@@ -115,36 +116,33 @@ class ModelService:
     # Jobs
     # -------------------------------------------------------------------------------------------------------------
 
-    def animate(self, image: Any, prompt: Any, settings: Settings, *, progress: ProgressFn | None = None,
+    def animate(self, image: Any, prompt: Any, options: SamplingOptions, *, progress: ProgressFn | None = None,
                 warn: WarnFn | None = None) -> JobResult:
         """Animate one image."""
         picture = check_image(image, "image", self.config).path
         text = self._prompt(prompt, warn)
-        kwargs = self._pipeline_kwargs(settings)
-        return self._run("animate", 1, settings, lambda pipe, seed: pipe(
-            picture, text, generator=_generator(seed), output_type="pt", **kwargs).frames[0], progress, warn)
+        return self._run("animate", 1, options, lambda pipe, opts: pipe(
+            picture, text, opts, output_type="pt").frames[0], progress, warn)
 
-    def interpolate(self, start: Any, end: Any, prompt: Any, settings: Settings, *,
+    def interpolate(self, start: Any, end: Any, prompt: Any, options: SamplingOptions, *,
                     progress: ProgressFn | None = None, warn: WarnFn | None = None) -> JobResult:
         """Frames from the first image to the last (both in the VDG input)."""
         first = check_image(start, "first image", self.config).path
         last = check_image(end, "last image", self.config).path
         text = self._prompt(prompt, warn)
-        kwargs = self._pipeline_kwargs(settings)
-        return self._run("interpolate", 1, settings, lambda pipe, seed: interpolate(
-            pipe, first, last, text, generator=_generator(seed), output_type="pt", **kwargs).frames[0], progress, warn)
+        return self._run("interpolate", 1, options, lambda pipe, opts: interpolate(
+            pipe, first, last, text, opts, output_type="pt").frames[0], progress, warn)
 
-    def loop(self, image: Any, prompt: Any, settings: Settings, *, progress: ProgressFn | None = None,
+    def loop(self, image: Any, prompt: Any, options: SamplingOptions, *, progress: ProgressFn | None = None,
              warn: WarnFn | None = None) -> JobResult:
         """A seamless loop with the model's default method (:func:`dynamicrafter.apps.interpolation.loop`): a ring
         of ``frames`` frames for image-to-video models, ``frames - 1`` for interpolation models (closed loop)."""
         picture = check_image(image, "image", self.config).path
         text = self._prompt(prompt, warn)
-        kwargs = self._pipeline_kwargs(settings)
-        return self._run("loop", 1, settings, lambda pipe, seed: loop(
-            pipe, picture, text, generator=_generator(seed), output_type="pt", **kwargs).frames[0], progress, warn)
+        return self._run("loop", 1, options, lambda pipe, opts: loop(
+            pipe, picture, text, opts, output_type="pt").frames[0], progress, warn)
 
-    def storyboard(self, shots: Sequence[tuple[Any, Any]], settings: Settings, crossfade: int = 0, *,
+    def storyboard(self, shots: Sequence[tuple[Any, Any]], options: SamplingOptions, crossfade: int = 0, *,
                    progress: ProgressFn | None = None, warn: WarnFn | None = None) -> JobResult:
         """Shots (image, prompt) rendered in order into one video; slots without an image and prompt are skipped.
         Shot k uses the seed + k (the story convention), so a shot can be re-rendered alone."""
@@ -152,6 +150,22 @@ class ModelService:
             raise UserError(f"crossfade must be a whole number of frames, got {crossfade!r}")
         if not 0 <= crossfade <= self.config.max_crossfade:
             raise UserError(f"crossfade must be in [0, {self.config.max_crossfade}] frames, got {crossfade:g}")
+        entries = self._shots(shots, warn)
+        defaults = {k: v for k, v in options.to_settings().items() if k not in ("seed", *STORY_SIZE_SETTINGS)}
+
+        def render(pipe: DynamiCrafterPipeline, opts: SamplingOptions) -> torch.Tensor:
+            story = parse_story({"shots": entries, "defaults": defaults, "crossfade": int(crossfade)},
+                                name="storyboard", seed=opts.seed)
+            return render_story(pipe, story).video
+
+        return self._run("storyboard", len(entries), options, render, progress, warn)
+
+    # -------------------------------------------------------------------------------------------------------------
+    # Helpers
+    # -------------------------------------------------------------------------------------------------------------
+
+    def _shots(self, shots: Sequence[tuple[Any, Any]], warn: WarnFn | None) -> list[dict[str, str]]:
+        """The storyboard's filled slots as story entries (image and prompt checked)."""
         entries = []
         for index, (image, prompt) in enumerate(shots, start=1):
             text = check_prompt(prompt, f"shot {index} prompt")
@@ -165,25 +179,7 @@ class ModelService:
             entries.append({"image": str(picture), "prompt": text})
         if not entries:
             raise UserError("the storyboard is empty: give at least one shot an image")
-        length = self.pipe.config.unet.temporal_length
-        defaults: dict[str, Any] = {
-            "steps": settings.steps, "guidance_scale": settings.guidance_scale, "eta": settings.eta,
-            "frame_stride": settings.frame_stride, "image_attention_scale": settings.image_attention_scale,
-            "frames": settings.frames,
-        }
-        if settings.frames > length:
-            defaults["window"] = length
-
-        def render(pipe: DynamiCrafterPipeline, seed: int) -> torch.Tensor:
-            story = parse_story({"shots": entries, "defaults": defaults, "crossfade": int(crossfade)},
-                                name="storyboard", seed=seed)
-            return render_story(pipe, story).video
-
-        return self._run("storyboard", len(entries), settings, render, progress, warn)
-
-    # -------------------------------------------------------------------------------------------------------------
-    # Helpers
-    # -------------------------------------------------------------------------------------------------------------
+        return entries
 
     @staticmethod
     def _prompt(prompt: Any, warn: WarnFn | None) -> str:
@@ -192,28 +188,20 @@ class ModelService:
             warn(EMPTY_PROMPT_WARNING)
         return text
 
-    def _pipeline_kwargs(self, settings: Settings) -> dict[str, Any]:
-        length = self.pipe.config.unet.temporal_length
-        return {
-            "num_inference_steps": settings.steps, "guidance_scale": settings.guidance_scale, "eta": settings.eta,
-            "frame_stride": settings.frame_stride, "image_attention_scale": settings.image_attention_scale,
-            "num_frames": settings.frames,
-            "temporal_windows": TemporalWindows() if settings.frames > length else None,
-        }
-
-    def _run(self, kind: str, calls: int, settings: Settings, render: Render, progress: ProgressFn | None,
+    def _run(self, kind: str, calls: int, options: SamplingOptions, render: Render, progress: ProgressFn | None,
              warn: WarnFn | None) -> JobResult:
-        seed = settings.seed if settings.seed is not None else random.randint(0, SEED_MAX)
+        options = options.replace(seed=options.seed if options.seed is not None else random.randint(0, SEED_MAX))
+        steps = options.num_inference_steps or self.pipe.config.defaults.num_inference_steps
         with self._lock:
             self._active = kind
             try:
                 t0 = time.perf_counter()
-                pipe = ProgressPipeline(self.pipe, calls * len(self.timesteps(settings.steps)), progress)
+                pipe = ProgressPipeline(self.pipe, calls * len(self.timesteps(steps)), progress)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    video = render(pipe, seed)  # type: ignore[arg-type]
+                    video = render(pipe, options)  # type: ignore[arg-type]
                 fps = self.pipe.config.defaults.save_fps
-                path = self.output_dir / f"{kind}-{next(self._job_numbers):04d}-seed{seed}.mp4"
+                path = self.output_dir / f"{kind}-{next(self._job_numbers):04d}-seed{options.seed}.mp4"
                 save_video(video, path, fps=fps)
                 seconds = time.perf_counter() - t0
             finally:
@@ -222,11 +210,7 @@ class ModelService:
             for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
                 warn(message)
         _, frames, height, width = video.shape
-        return JobResult(path, frames, width, height, fps, seed, seconds)
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+        return JobResult(path, frames, width, height, fps, int(options.seed), seconds)  # type: ignore[arg-type]
 
 
 __all__ = ["EMPTY_PROMPT_WARNING", "JobResult", "ModelService", "ProgressPipeline"]

@@ -20,7 +20,7 @@ and a window as long as the whole video is the plain run, exactly.
 On a circle (``circular=True``, a ring loop longer than one window) the windows start every ``stride`` frames all
 the way round and the last ones wrap past frame ``T - 1`` to frame 0, so the wrap is inside a window like any
 other step. (A ring loop that fits in one window is the network's own circular time axis instead, see
-``UNet3D.circular_time``.)
+``dynamicrafter.models.controls.UNetControls``.)
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ FrameDenoiser = Callable[[torch.Tensor, torch.Tensor, Frames], torch.Tensor]
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Weighting = Literal["linear", "uniform"]
 WEIGHTINGS: tuple[str, ...] = ("linear", "uniform")
-# How a loop is sampled (apps.interpolation.loop): on the network's circular time axis, as an interpolation from the
-# image to itself whose closing frame is frame 0 (closed_loop below), or the released way (closing frame on its own)
-LOOP_METHODS: tuple[str, ...] = ("ring", "closed", "open")
 
 
 @dataclass(frozen=True)

@@ -1,91 +1,21 @@
-"""The controls of the two conditioning streams: lambda (image cross-attention weight), motion amount, and the
-learned per-layer lambda of a checkpoint (paper Fig. 2).
+"""Lambda and the motion controls: the valid ranges of the knobs that set how much a model moves, and the learned
+per-layer lambda of a checkpoint (paper Fig. 2), printed and plotted.
 
 Lambda: every dual cross-attention layer computes ``text_attention + lambda * image_attention`` with
-``lambda = s * (tanh(alpha) + 1)`` for the 256 model (``alpha`` learned per layer) and ``lambda = s`` otherwise.
-The run-time factor ``s`` (``image_attention_scale``) is 1 as trained; it can be set globally or per layer group
-("input", "middle", "output") or per layer name. ``s = 0`` switches the context stream off.
+``lambda = s * (tanh(alpha) + 1)`` for the 256 model (``alpha`` learned per layer) and ``lambda = s`` otherwise
+(see :mod:`dynamicrafter.models.controls` for the run-time factor s).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynamicrafter.config import PRESETS, ModelConfig
 from dynamicrafter.errors import UserError
-
-LAYER_GROUPS = ("input", "middle", "output")
-SCALE_EXAMPLE = "0.5, or input=0.5,middle=1.0,output=1.0 (groups or layer names)"
-LAMBDA_RANGE = (0.0, 1.0)  # recommended run-time factor s: 1 = as trained, 0 = context stream off
-
-ImageAttentionScale = float | dict[str, float]
-
-
-def parse_image_attention_scale(value: str | float | Mapping[str, float], what: str = "image attention scale"
-                                ) -> ImageAttentionScale:
-    """``"0.5"`` -> 0.5; ``"input=0.5,middle=1,output=1"`` (or a mapping) -> {"input": 0.5, ...}.
-
-    Keys are the groups "input" / "middle" / "output" or layer names such as
-    ``input_blocks.0.1.transformer_blocks.0.attn2`` (checked against the model when it runs). Values must be >= 0.
-    ``what`` names the option or field in error messages.
-    """
-    if isinstance(value, bool):
-        raise UserError(f"{what}: expected a number or NAME=NUMBER pairs, got {value!r} ({SCALE_EXAMPLE})")
-    if isinstance(value, (int, float)):
-        return _check_scale_value(float(value), what)
-    if isinstance(value, Mapping):
-        pairs = [(str(k), v) for k, v in value.items()]
-    else:
-        text = str(value).strip()
-        if "=" not in text:
-            return _check_scale_value(_to_float(text, what), what)
-        pairs = []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, sep, number = part.partition("=")
-            if not sep or not name.strip():
-                raise UserError(f"{what}: {part!r} is not NAME=NUMBER ({SCALE_EXAMPLE})")
-            pairs.append((name.strip(), number))
-    if not pairs:
-        raise UserError(f"{what}: no values given ({SCALE_EXAMPLE})")
-    out: dict[str, float] = {}
-    for name, number in pairs:
-        if name not in LAYER_GROUPS and not name.endswith(".attn2"):
-            raise UserError(f"{what}: unknown layer group {name!r}: use {', '.join(LAYER_GROUPS)} or a layer name "
-                            f"ending in '.attn2' (list them with 'dynamicrafter lambda CHECKPOINT')")
-        if isinstance(number, bool):
-            raise UserError(f"{what}: {name} must be a number, got {number!r}")
-        out[name] = _check_scale_value(_to_float(number, f"{what} {name}") if isinstance(number, str)
-                                       else float(number), f"{what} {name}")
-    return out
-
-
-def _to_float(text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"{what}: {text!r} is not a number ({SCALE_EXAMPLE})") from None
-
-
-def _check_scale_value(value: float, what: str) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise UserError(f"{what} must be a finite number >= 0 (1 = as trained, 0 = no image context), got {value}")
-    return value
-
-
-def check_scale_layers(scale: ImageAttentionScale | None, layer_names: list[str], what: str) -> None:
-    """Refuse layer names that the model does not have (before any rendering starts)."""
-    if not isinstance(scale, Mapping):
-        return
-    for name in scale:
-        if name not in LAYER_GROUPS and name not in layer_names:
-            example = layer_names[0] if layer_names else "-"
-            raise UserError(f"{what}: the model has no image cross-attention layer {name!r} (e.g. '{example}'; list "
-                            f"them with 'dynamicrafter lambda CHECKPOINT')")
-
+from dynamicrafter.models.controls import LAMBDA_RANGE, LAYER_GROUPS, layer_group
 
 # ----------------------------------------------------------------------------------------------------------------
 # Motion amount
@@ -204,17 +134,13 @@ def read_checkpoint_lambdas(path: str | os.PathLike, config: ModelConfig | None 
     for name in sorted(layers, key=_network_order):
         alpha = alphas.get(name)
         value = scale * (math.tanh(alpha) + 1.0) if alpha is not None else scale
-        out.append(LayerLambda(name, _group(name), alpha, value))
+        out.append(LayerLambda(name, layer_group(name), alpha, value))
     return CheckpointLambdas(config, bool(alphas), scale, out)
-
-
-def _group(name: str) -> str:
-    return {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}[name.split(".")[0]]
 
 
 def _network_order(name: str) -> tuple[int, int, str]:
     parts = name.split(".")
-    return LAYER_GROUPS.index(_group(name)), int(parts[1]) if parts[1].isdigit() else 0, name
+    return list(LAYER_GROUPS).index(layer_group(name)), int(parts[1]) if parts[1].isdigit() else 0, name
 
 
 def format_lambdas(lambdas: CheckpointLambdas) -> str:
@@ -289,6 +215,6 @@ def _nice_step(y_max: float) -> float:
     return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
 
 
-__all__ = ["CheckpointLambdas", "LayerLambda", "MotionControls", "check_scale_layers", "format_lambdas",
-           "motion_controls", "parse_image_attention_scale", "plot_lambdas", "read_checkpoint_lambdas"]
+__all__ = ["CheckpointLambdas", "LayerLambda", "MotionControls", "format_lambdas", "motion_controls", "plot_lambdas",
+           "read_checkpoint_lambdas"]
 
