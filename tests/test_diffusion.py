@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from dynamicrafter.config import ScheduleConfig
-from dynamicrafter.diffusion import NoiseSchedule, classifier_free_guidance, ddim_timesteps, sample_ddim
+from dynamicrafter.diffusion import NoiseSchedule, classifier_free_guidance, sample_ddim
 from dynamicrafter.diffusion.ddim import ddim_coefficients
 from dynamicrafter.diffusion.denoiser import make_denoiser
 from dynamicrafter.diffusion.guidance import Guidance
+from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.errors import ConfigError
 
 EPS = NoiseSchedule.from_config(ScheduleConfig())
@@ -34,25 +35,25 @@ def test_dynamic_rescale_factors():
 
 
 def test_timestep_spacings():
-    assert ddim_timesteps(6, "uniform") == [1, 167, 333, 499, 665, 831, 997]
-    assert ddim_timesteps(50, "uniform")[:3] == [1, 21, 41] and len(ddim_timesteps(50, "uniform")) == 50
-    trailing = ddim_timesteps(50, "uniform_trailing")
+    assert sampling_timesteps(6, "uniform") == [1, 167, 333, 499, 665, 831, 997]
+    assert sampling_timesteps(50, "uniform")[:3] == [1, 21, 41] and len(sampling_timesteps(50, "uniform")) == 50
+    trailing = sampling_timesteps(50, "uniform_trailing")
     assert trailing[-1] == 999 and trailing[0] == 19 and len(trailing) == 50
-    assert ddim_timesteps(3, "uniform_trailing") == [332, 666, 999]
-    assert ddim_timesteps(3, "uniform") == [1, 334, 667]  # 1000 would be past the schedule
-    assert all(max(ddim_timesteps(s)) < 1000 for s in range(1, 200))
+    assert sampling_timesteps(3, "uniform_trailing") == [332, 666, 999]
+    assert sampling_timesteps(3, "uniform") == [1, 334, 667]  # 1000 would be past the schedule
+    assert all(max(sampling_timesteps(s)) < 1000 for s in range(1, 200))
     with pytest.raises(ConfigError):
-        ddim_timesteps(10, "karras")
+        sampling_timesteps(10, "karras")
     with pytest.raises(ConfigError):
-        ddim_timesteps(0)
+        sampling_timesteps(0)
 
 
 def test_last_step_uses_alpha_bar_zero_and_rescale_one():
-    c = ddim_coefficients(V, ddim_timesteps(10, "uniform_trailing"), eta=1.0)
+    c = ddim_coefficients(V, sampling_timesteps(10, "uniform_trailing"), eta=1.0)
     assert c["a_prev"][0].item() == V.alphas_cumprod[0].item()
     assert c["rescale"][0].item() == 1.0
     assert c["rescale"][-1].item() == pytest.approx(1.0)  # both in the flat part at the start of sampling
-    c0 = ddim_coefficients(EPS, ddim_timesteps(10), eta=0.0)
+    c0 = ddim_coefficients(EPS, sampling_timesteps(10), eta=0.0)
     assert bool((c0["sigma"] == 0).all())
 
 
@@ -121,7 +122,7 @@ def test_ddim_with_exact_denoiser_follows_the_noise_path(schedule):
         e = (z - a.sqrt() * target_at(t)) / (1 - a).sqrt()
         return e if schedule.parameterization == "eps" else a.sqrt() * e - (1 - a).sqrt() * target_at(t)
 
-    timesteps = ddim_timesteps(20, "uniform" if schedule is EPS else "uniform_trailing")
+    timesteps = sampling_timesteps(20, "uniform" if schedule is EPS else "uniform_trailing")
     a_T = schedule.alphas_cumprod[timesteps[-1]]
     z_T = a_T.sqrt() * target_at(torch.tensor([timesteps[-1]])) + (1 - a_T).sqrt() * eps
     out = sample_ddim(oracle, z_T, schedule, timesteps, eta=0.0)
@@ -135,7 +136,7 @@ def test_ddim_seeded_is_bit_identical_and_eta_zero_ignores_generator():
         return 0.1 * z + t.float().view(-1, 1, 1, 1, 1) / 1000
 
     z = torch.randn(1, 4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
-    ts = ddim_timesteps(5)
+    ts = sampling_timesteps(5)
     a = sample_ddim(denoiser, z, EPS, ts, 1.0, torch.Generator().manual_seed(3))
     b = sample_ddim(denoiser, z, EPS, ts, 1.0, torch.Generator().manual_seed(3))
     c = sample_ddim(denoiser, z, EPS, ts, 1.0, torch.Generator().manual_seed(4))
@@ -148,7 +149,7 @@ def test_ddim_seeded_is_bit_identical_and_eta_zero_ignores_generator():
 @pytest.mark.parametrize("steps", [25, 50])
 def test_zero_snr_ddim_with_eta_one_stays_finite(steps):
     """At a_T = 0 the first step's 1 - a_t' - sigma_t^2 is 0 and float32 rounds it to -6e-8 for 25 trailing steps."""
-    ts = ddim_timesteps(steps, "uniform_trailing")
+    ts = sampling_timesteps(steps, "uniform_trailing")
     c = ddim_coefficients(V, ts, 1.0)
     assert float(c["a"][-1]) == 0.0
     z = torch.randn(1, 4, 2, 3, 3, generator=torch.Generator().manual_seed(0))

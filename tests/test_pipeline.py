@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from PIL import Image
 from dynamicrafter.conditioning import cfg_dropout_masks, vdg_latents
 from dynamicrafter.config import tiny_config
 from dynamicrafter.errors import UserError
+from dynamicrafter.options import SamplingOptions
 from helpers import random_image, tiny_pipeline
 
 PIPE = tiny_pipeline()
@@ -134,3 +137,39 @@ def test_v_prediction_model_runs():
     pipe = tiny_pipeline(tiny_config(parameterization="v"))
     out = pipe(IMAGE, "x", generator=torch.Generator().manual_seed(0), output_type="pt").frames
     assert torch.isfinite(out).all()
+
+
+def test_sampling_options_object_equals_the_keyword_call():
+    options = SamplingOptions(num_inference_steps=3, guidance_scale=5.0, eta=0.5, image_attention_scale=0.5, seed=11)
+    by_object = PIPE(IMAGE, "a red square moves left", options, output_type="pt").frames
+    by_keywords = run(seed=11, num_inference_steps=3, guidance_scale=5.0, eta=0.5, image_attention_scale=0.5).frames
+    assert torch.equal(by_object, by_keywords)
+    # keyword overrides win over the options object
+    overridden = PIPE(IMAGE, "a red square moves left", options, eta=0.0, output_type="pt").frames
+    assert torch.equal(overridden, run(seed=11, num_inference_steps=3, guidance_scale=5.0, eta=0.0,
+                                       image_attention_scale=0.5).frames)
+    with pytest.raises(TypeError, match="unexpected sampling option 'num_inference_step'.*did you mean"):
+        PIPE(IMAGE, "x", num_inference_step=3)
+
+
+def test_two_threads_with_different_lambdas_get_their_single_thread_results():
+    """Lambda reaches the layers with each call (no module state), so concurrent calls do not disturb each other."""
+    scales = [0.0, 1.0, {"input": 0.25, "output": 2.0}]
+    options = [SamplingOptions(num_inference_steps=4, image_attention_scale=s, seed=5) for s in scales]
+    alone = [PIPE(IMAGE, "a red square moves left", o, output_type="pt").frames for o in options]
+    assert not torch.equal(alone[0], alone[1]) and not torch.equal(alone[1], alone[2])
+    results: dict[int, torch.Tensor] = {}
+    start = threading.Barrier(len(options))
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(2):  # several calls each, so that the threads' network calls interleave
+            results[i] = PIPE(IMAGE, "a red square moves left", options[i], output_type="pt").frames
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(options))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, expected in enumerate(alone):
+        assert torch.equal(results[i], expected), f"thread {i} (lambda {scales[i]}) differs from its single run"

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamicrafter.config import ModelConfig
-from dynamicrafter.diffusion.ddim import SPACINGS
-from dynamicrafter.diffusion.samplers import SAMPLERS
-from dynamicrafter.diffusion.windows import WEIGHTINGS, TemporalWindows
+from dynamicrafter.diffusion.timesteps import SPACINGS
 from dynamicrafter.errors import UserError
 from dynamicrafter.models.controls import ImageAttentionScale, parse_image_attention_scale
 
@@ -33,6 +31,8 @@ DEFAULT_SEED = 123  # the released scripts' seed
 SEED_MAX = 2**63 - 1
 LOOP_METHODS: tuple[str, ...] = ("ring", "closed", "open")  # see dynamicrafter.apps.interpolation.loop
 RESIZE_MODES: tuple[str, ...] = ("released", "cover")
+WEIGHTINGS: tuple[str, ...] = ("linear", "uniform")  # blending of overlapping temporal windows
+SAMPLER_NAMES: tuple[str, ...] = ("ddim",)  # the functions: dynamicrafter.diffusion.samplers.SAMPLERS
 MAX_FRAMES_PER_CALL_FACTOR = 2  # without windows, at most this many times the model's temporal length in one call
 
 
@@ -81,6 +81,55 @@ class Setting:
         return float(value) if self.kind is float else value
 
 
+@dataclass(frozen=True)
+class TemporalWindows:
+    """Sliding temporal windows for videos longer than the model's temporal length: their settings and layout
+    (``size=None``: the model's temporal length, ``stride=None``: half the size); the blending of their predictions
+    is :mod:`dynamicrafter.diffusion.windows`."""
+
+    size: int | None = None
+    stride: int | None = None
+    weighting: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 1:
+            raise UserError(f"window size must be >= 1 frame, got {self.size}")
+        if self.stride is not None and self.stride < 1:
+            raise UserError(f"window stride must be >= 1 frame, got {self.stride}")
+        if self.size is not None and self.stride is not None and self.stride > self.size:
+            raise UserError(f"window stride {self.stride} is larger than the window size {self.size}: frames between "
+                            f"windows would never be denoised; use a stride <= {self.size}")
+        if self.weighting not in WEIGHTINGS:
+            raise UserError(f"window weighting must be one of {list(WEIGHTINGS)}, got {self.weighting!r}")
+
+    def window_size(self, num_frames: int, temporal_length: int) -> int:
+        """Frames per window for a video of ``num_frames`` (never more than the video)."""
+        return min(self.size or temporal_length, num_frames)
+
+    def window_stride(self, num_frames: int, temporal_length: int) -> int:
+        """Frames between window starts (half the window when unset; never more than the window)."""
+        size = self.window_size(num_frames, temporal_length)
+        return min(self.stride or max(size // 2, 1), size)
+
+    def slices(self, num_frames: int, temporal_length: int) -> list[slice]:
+        """The windows, in order; together they cover every frame ``0 .. num_frames - 1``."""
+        size = self.window_size(num_frames, temporal_length)
+        stride = self.window_stride(num_frames, temporal_length)
+        starts = list(range(0, num_frames - size + 1, stride))
+        if starts[-1] + size < num_frames:
+            starts.append(num_frames - size)  # align the last window to the end
+        return [slice(s, s + size) for s in starts]
+
+    def windows(self, num_frames: int, temporal_length: int, circular: bool = False) -> list[slice | list[int]]:
+        """The windows as slices, or on a circle as lists of frame indices starting every ``stride`` frames,
+        wrapping past the last frame (a circle of one window's length or less is one window)."""
+        size = self.window_size(num_frames, temporal_length)
+        if not circular or size == num_frames:
+            return list(self.slices(num_frames, temporal_length))
+        stride = self.window_stride(num_frames, temporal_length)
+        return [[(start + k) % num_frames for k in range(size)] for start in range(0, num_frames, stride)]
+
+
 # The table of every sampling setting. "image_attention_scale" (numbers or NAME=NUMBER pairs) and the window
 # settings (gathered into one TemporalWindows) have their own readers below.
 SETTINGS: tuple[Setting, ...] = (
@@ -88,7 +137,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("height", "height", int, 1, 8192, help="output height (default: the model's)"),
     Setting("width", "width", int, 1, 8192, help="output width (default: the model's)"),
     Setting("steps", "num_inference_steps", int, 1, 1000, help="sampling steps (released: 50)"),
-    Setting("sampler", "sampler", str, choices=tuple(SAMPLERS), help="sampler (released: ddim)"),
+    Setting("sampler", "sampler", str, choices=SAMPLER_NAMES, help="sampler (released: ddim)"),
     Setting("guidance_scale", "guidance_scale", float, 0, 100,
             help="text classifier-free guidance scale (released: 7.5)"),
     Setting("image_guidance_scale", "image_guidance_scale", float, 0, 100,
@@ -316,5 +365,5 @@ def _windows_from_settings(settings: Mapping[str, Any], where: str, style: str) 
     return TemporalWindows(size, stride, weighting or "linear")
 
 
-__all__ = ["DEFAULT_SEED", "FIELD_NAMES", "LOOP_METHODS", "RESIZE_MODES", "SETTINGS", "SETTING_NAMES",
-           "SamplingOptions", "Setting"]
+__all__ = ["DEFAULT_SEED", "FIELD_NAMES", "LOOP_METHODS", "RESIZE_MODES", "SAMPLER_NAMES", "SETTINGS",
+           "SETTING_NAMES", "SamplingOptions", "Setting", "TemporalWindows", "WEIGHTINGS"]

@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from dynamicrafter.conditioning import Conditioning, build_conditioning, encode_image_tokens, encode_text, vdg_latents
 from dynamicrafter.config import ModelConfig, resolve_config
-from dynamicrafter.diffusion.ddim import ddim_timesteps
 from dynamicrafter.diffusion.denoiser import make_denoiser
 from dynamicrafter.diffusion.guidance import Guidance
 from dynamicrafter.diffusion.samplers import SAMPLERS
+from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.errors import ConfigError, UserError
 from dynamicrafter.media import as_image_list, image_input_to_tensor
 from dynamicrafter.model import DynamiCrafter
@@ -302,7 +302,7 @@ class DynamiCrafterPipeline:
                                 windows=opts.temporal_windows, loop=loop)
         if denoiser_wrapper is not None:
             denoise = denoiser_wrapper(denoise, cond)
-        timesteps = ddim_timesteps(int(opts.num_inference_steps), str(opts.timestep_spacing),  # type: ignore
+        timesteps = sampling_timesteps(int(opts.num_inference_steps), str(opts.timestep_spacing),  # type: ignore
                                    self.model.schedule.num_timesteps)
         desc = "denoising"
         if opts.temporal_windows is not None:

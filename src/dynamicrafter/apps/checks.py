@@ -17,7 +17,7 @@ import torch
 
 from dynamicrafter.apps.interpolation import interpolate, loop
 from dynamicrafter.conditioning import Conditioning
-from dynamicrafter.diffusion.windows import TemporalWindows
+from dynamicrafter.options import TemporalWindows
 from dynamicrafter.pipeline import DynamiCrafterPipeline, ImageInput
 
 CHECK_SEED = 1234

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import torch
 
-from dynamicrafter.diffusion.windows import WEIGHTINGS
 from dynamicrafter.errors import UserError
-from dynamicrafter.options import DEFAULT_SEED, SETTING_NAMES, SamplingOptions
+from dynamicrafter.options import DEFAULT_SEED, SETTING_NAMES, WEIGHTINGS, SamplingOptions
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,26 @@
-"""Diffusion math, kept apart from the networks: noise schedule and training targets, DDIM, guidance."""
+"""Diffusion math, kept apart from the networks: noise schedule and training targets (schedule.py), sampled
+timesteps (timesteps.py), samplers (ddim.py, samplers.py), guidance (guidance.py), the one denoiser (denoiser.py) and
+sliding temporal windows (windows.py). Names are imported lazily: ``import dynamicrafter.diffusion.timesteps`` needs
+numpy only."""
 
-from dynamicrafter.diffusion.ddim import ddim_timesteps, sample_ddim
-from dynamicrafter.diffusion.guidance import classifier_free_guidance, rescale_guidance
-from dynamicrafter.diffusion.schedule import NoiseSchedule
+from __future__ import annotations
 
-__all__ = ["NoiseSchedule", "classifier_free_guidance", "ddim_timesteps", "rescale_guidance", "sample_ddim"]
+_LAZY = {
+    "NoiseSchedule": "dynamicrafter.diffusion.schedule",
+    "classifier_free_guidance": "dynamicrafter.diffusion.guidance",
+    "rescale_guidance": "dynamicrafter.diffusion.guidance",
+    "Guidance": "dynamicrafter.diffusion.guidance",
+    "sample_ddim": "dynamicrafter.diffusion.ddim",
+    "sampling_timesteps": "dynamicrafter.diffusion.timesteps",
+    "make_denoiser": "dynamicrafter.diffusion.denoiser",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dynamicrafter.diffusion' has no attribute {name!r}")

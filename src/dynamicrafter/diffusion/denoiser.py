@@ -8,7 +8,7 @@ built here, in layers, for the pipeline, training-time sample videos and evaluat
    network runs once on the whole batch;
 2. guidance: the n predictions are combined by classifier-free guidance (:class:`~dynamicrafter.diffusion.guidance.
    Guidance`);
-3. sliding temporal windows (:class:`~dynamicrafter.diffusion.windows.TemporalWindows`): for videos longer than the
+3. sliding temporal windows (:class:`~dynamicrafter.options.TemporalWindows`): for videos longer than the
    network's temporal length the guided predictions of overlapping windows are blended;
 4. loops: ``"ring"``, the time axis is a circle (the network's own when one window holds the video, else the windows
    wrap around); ``"closed"``, the closing frame is frame 0 (:func:`~dynamicrafter.diffusion.windows.closed_loop`:
@@ -26,7 +26,8 @@ from collections.abc import Callable
 import torch
 
 from dynamicrafter.diffusion.guidance import Guidance
-from dynamicrafter.diffusion.windows import Denoiser, Frames, TemporalWindows, closed_loop
+from dynamicrafter.diffusion.windows import Denoiser, Frames, closed_loop, windowed_denoiser
+from dynamicrafter.options import TemporalWindows
 
 # (x (n*b, c_in, t, h, w), t (n*b,), context (n*b, n_ctx, d), fs (n*b,), circular) -> (n*b, c_out, t, h, w)
 Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
@@ -62,7 +63,7 @@ def make_denoiser(network: Network, *, context: torch.Tensor, concat: torch.Tens
     if windows is None:
         denoise = functools.partial(denoise_frames, frames=slice(None))
     else:
-        denoise = windows.denoiser(denoise_frames, num_frames, temporal_length, circular=loop == "ring")
+        denoise = windowed_denoiser(windows, denoise_frames, num_frames, temporal_length, circular=loop == "ring")
     if loop == "closed":
         denoise = closed_loop(denoise)
     return denoise

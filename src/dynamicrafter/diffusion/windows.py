@@ -26,100 +26,60 @@ other step. (A ring loop that fits in one window is the network's own circular t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from dynamicrafter.errors import UserError
+from dynamicrafter.options import TemporalWindows
 
 # (z for the frames of one window (b, c, len, h, w), t (b,), frames: slice of the video, or frame indices (len,)
 # int64 for windows that wrap around a circle) -> prediction, same shape
 Frames = slice | torch.Tensor
 FrameDenoiser = Callable[[torch.Tensor, torch.Tensor, Frames], torch.Tensor]
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Weighting = Literal["linear", "uniform"]
-WEIGHTINGS: tuple[str, ...] = ("linear", "uniform")
 
 
-@dataclass(frozen=True)
-class TemporalWindows:
-    """Sliding-window settings; ``size=None``: the model's temporal length, ``stride=None``: half the size."""
+def window_frames(windows: TemporalWindows, num_frames: int, temporal_length: int,
+                  circular: bool = False) -> list[Frames]:
+    """The windows as slices, or on a circle as frame indices (int64 tensors, (size,))."""
+    return [w if isinstance(w, slice) else torch.tensor(w, dtype=torch.long)
+            for w in windows.windows(num_frames, temporal_length, circular)]
 
-    size: int | None = None
-    stride: int | None = None
-    weighting: Weighting = "linear"
 
-    def __post_init__(self) -> None:
-        if self.size is not None and self.size < 1:
-            raise UserError(f"window size must be >= 1 frame, got {self.size}")
-        if self.stride is not None and self.stride < 1:
-            raise UserError(f"window stride must be >= 1 frame, got {self.stride}")
-        if self.size is not None and self.stride is not None and self.stride > self.size:
-            raise UserError(f"window stride {self.stride} is larger than the window size {self.size}: frames between "
-                            f"windows would never be denoised; use a stride <= {self.size}")
-        if self.weighting not in WEIGHTINGS:
-            raise UserError(f"window weighting must be one of {list(WEIGHTINGS)}, got {self.weighting!r}")
+def window_weights(windows: TemporalWindows, num_frames: int, temporal_length: int,
+                   circular: bool = False) -> list[torch.Tensor]:
+    """Per window, the blending weight of each of its frames (float32, (size,)), normalized per video frame."""
+    frames = window_frames(windows, num_frames, temporal_length, circular)
+    size = windows.window_size(num_frames, temporal_length)
+    if windows.weighting == "linear":
+        k = torch.arange(size, dtype=torch.float32)
+        raw = torch.minimum(k + 1, size - k)  # tent: 1, 2, ..., 2, 1
+    else:
+        raw = torch.ones(size)
+    total = torch.zeros(num_frames)
+    for w in frames:
+        total[w] += raw  # (indices within one window are distinct)
+    return [raw / total[w] for w in frames]
 
-    def window_size(self, num_frames: int, temporal_length: int) -> int:
-        """Frames per window for a video of ``num_frames`` (never more than the video)."""
-        return min(self.size or temporal_length, num_frames)
 
-    def window_stride(self, num_frames: int, temporal_length: int) -> int:
-        """Frames between window starts (half the window when unset; never more than the window)."""
-        size = self.window_size(num_frames, temporal_length)
-        return min(self.stride or max(size // 2, 1), size)
+def windowed_denoiser(windows: TemporalWindows, denoise_frames: FrameDenoiser, num_frames: int,
+                      temporal_length: int, circular: bool = False) -> Denoiser:
+    """Wrap a frame-sliced denoiser into a denoiser of the whole video (b, c, num_frames, h, w):
+    ``pred[f] = sum_w weight_w(f) pred_w[f]`` (weights normalized per frame)."""
+    frames_of = window_frames(windows, num_frames, temporal_length, circular)
+    weights = window_weights(windows, num_frames, temporal_length, circular)
 
-    def slices(self, num_frames: int, temporal_length: int) -> list[slice]:
-        """The windows, in order; together they cover every frame ``0 .. num_frames - 1``."""
-        size = self.window_size(num_frames, temporal_length)
-        stride = self.window_stride(num_frames, temporal_length)
-        starts = list(range(0, num_frames - size + 1, stride))
-        if starts[-1] + size < num_frames:
-            starts.append(num_frames - size)  # align the last window to the end
-        return [slice(s, s + size) for s in starts]
+    def denoise(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if z.shape[2] != num_frames:
+            raise ValueError(f"windowed denoiser built for {num_frames} frames got {z.shape[2]}")
+        out = torch.zeros_like(z)
+        for frames, weight in zip(frames_of, weights):
+            if isinstance(frames, torch.Tensor):
+                frames = frames.to(z.device)
+            pred = denoise_frames(z[:, :, frames], t, frames)  # (b, c, size, h, w)
+            out[:, :, frames] += pred * weight.to(pred.device, pred.dtype).view(1, 1, -1, 1, 1)
+        return out
 
-    def windows(self, num_frames: int, temporal_length: int, circular: bool = False) -> list[Frames]:
-        """The windows as slices, or on a circle as frame indices (int64, (size,)) starting every ``stride``
-        frames, wrapping past the last frame (a circle of one window's length or less is one window)."""
-        size = self.window_size(num_frames, temporal_length)
-        if not circular or size == num_frames:
-            return self.slices(num_frames, temporal_length)
-        stride = self.window_stride(num_frames, temporal_length)
-        return [(start + torch.arange(size)) % num_frames for start in range(0, num_frames, stride)]
-
-    def weights(self, num_frames: int, temporal_length: int, circular: bool = False) -> list[torch.Tensor]:
-        """Per window, the blending weight of each of its frames (float32, (size,)), normalized per video frame."""
-        windows = self.windows(num_frames, temporal_length, circular)
-        size = self.window_size(num_frames, temporal_length)
-        if self.weighting == "linear":
-            k = torch.arange(size, dtype=torch.float32)
-            raw = torch.minimum(k + 1, size - k)  # tent: 1, 2, ..., 2, 1
-        else:
-            raw = torch.ones(size)
-        total = torch.zeros(num_frames)
-        for w in windows:
-            total[w] += raw  # (indices within one window are distinct)
-        return [raw / total[w] for w in windows]
-
-    def denoiser(self, denoise_frames: FrameDenoiser, num_frames: int, temporal_length: int,
-                 circular: bool = False) -> Denoiser:
-        """Wrap a frame-sliced denoiser into a denoiser of the whole video (b, c, num_frames, h, w)."""
-        windows = self.windows(num_frames, temporal_length, circular)
-        weights = self.weights(num_frames, temporal_length, circular)
-
-        def denoise(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if z.shape[2] != num_frames:
-                raise ValueError(f"windowed denoiser built for {num_frames} frames got {z.shape[2]}")
-            out = torch.zeros_like(z)
-            for frames, weight in zip(windows, weights):
-                if isinstance(frames, torch.Tensor):
-                    frames = frames.to(z.device)
-                pred = denoise_frames(z[:, :, frames], t, frames)  # (b, c, size, h, w)
-                out[:, :, frames] += pred * weight.to(pred.device, pred.dtype).view(1, 1, -1, 1, 1)
-            return out
-
-        return denoise
+    return denoise
 
 
 def closed_loop(denoise: Denoiser) -> Denoiser:

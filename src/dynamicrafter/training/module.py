@@ -31,9 +31,10 @@ import torch.nn.functional as F
 
 from dynamicrafter.conditioning import Conditioning, build_conditioning, cfg_dropout_masks, vdg_latents
 from dynamicrafter.data.latents import sample_posterior
-from dynamicrafter.diffusion.ddim import ddim_timesteps, sample_ddim
+from dynamicrafter.diffusion.ddim import sample_ddim
 from dynamicrafter.diffusion.denoiser import make_denoiser
 from dynamicrafter.diffusion.guidance import Guidance
+from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.errors import CheckpointError
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.training.config import StageConfig, TrainConfig
@@ -304,7 +305,7 @@ class DynamiCrafterTraining(L.LightningModule):
         denoise = make_denoiser(network, context=cond.context, concat=cond.concat, fs=cond.fs,
                                 guidance=guidance, num_frames=t,
                                 temporal_length=unet.temporal_length)
-        timesteps = ddim_timesteps(steps, d.timestep_spacing, model.schedule.num_timesteps)
+        timesteps = sampling_timesteps(steps, d.timestep_spacing, model.schedule.num_timesteps)
         shape = (1, unet.out_channels, t, *video.shape[-2:])
         shape = (*shape[:3], shape[3] // model.vae.downscale, shape[4] // model.vae.downscale)
         z = sample_ddim(denoise, randn(shape, generator, self.device), model.schedule, timesteps, d.eta, generator)

@@ -26,7 +26,7 @@ import torch
 
 from dynamicrafter.apps.interpolation import interpolate, loop
 from dynamicrafter.apps.story import STORY_SIZE_SETTINGS, parse_story, render_story
-from dynamicrafter.diffusion.ddim import ddim_timesteps
+from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import save_video
 from dynamicrafter.options import SamplingOptions
@@ -109,8 +109,9 @@ class ModelService:
         return check_settings(values, self.controls, seed, bool(random_seed), self.pipe.config.unet.temporal_length)
 
     def timesteps(self, steps: int) -> list[int]:
-        """The DDIM timesteps that ``steps`` gives with the loaded model (their count is the job's progress total)."""
-        return ddim_timesteps(steps, self.pipe.config.defaults.timestep_spacing, self.pipe.model.schedule.num_timesteps)
+        """The timesteps that ``steps`` gives with the loaded model (their count is the job's progress total)."""
+        schedule = self.pipe.model.schedule
+        return sampling_timesteps(steps, self.pipe.config.defaults.timestep_spacing, schedule.num_timesteps)
 
     # -------------------------------------------------------------------------------------------------------------
     # Jobs
