@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from dynamicrafter.apps.checks import interpolation_report, lambda_sweep, loop_report, window_report
+from dynamicrafter.apps.checks import CHECK_SEED, interpolation_report, lambda_sweep, loop_report, window_report
 from dynamicrafter.apps.frames import chain, crossfade_concat
 from dynamicrafter.apps.interpolation import interpolate, interpolate_keyframes, loop
 from dynamicrafter.apps.lambdas import motion_controls
@@ -364,9 +364,19 @@ def test_bad_story_keys_and_crossfade(image_dir):
 
 def test_checks_run_and_their_mechanical_parts_hold():
     report = interpolation_report(PIPE, IMAGES[0], IMAGES[1], "x", **FAST)
-    assert report.vdg_ends and report.start_error >= 0
+    video = interpolate(PIPE, IMAGES[0], IMAGES[1], "x", generator=gen(CHECK_SEED), output_type="pt",
+                        **FAST).frames[0]
+    start, end = (PIPE.preprocess_image(im, 32, 32) for im in IMAGES[:2])
+    assert report.vdg_ends
+    assert report.start_error == pytest.approx(float(((video[:, 0] - start) ** 2).mean()))
+    assert report.end_error == pytest.approx(float(((video[:, -1] - end) ** 2).mean()))
     looped = loop_report(PIPE, IMAGES[0], "x", **FAST)
-    assert looped.frames == T and looped.seam_step >= 0 and looped.mean_step >= 0 and looped.seam_ratio >= 0
+    video = loop(PIPE, IMAGES[0], "x", generator=gen(CHECK_SEED), output_type="pt", **FAST).frames[0]
+    steps = ((video[:, 1:] - video[:, :-1]) ** 2).mean(dim=(0, 2, 3))
+    assert looped.frames == T == video.shape[1]
+    assert looped.seam_step == pytest.approx(float(((video[:, -1] - video[:, 0]) ** 2).mean()))
+    assert looped.mean_step == pytest.approx(float(steps.mean())) and looped.mean_step > 0
+    assert looped.seam_ratio == pytest.approx(looped.seam_step / looped.mean_step)
     sweep = lambda_sweep(PIPE, IMAGES[0], "x", scales=(0.0, 1.0), **FAST)
     assert sweep.zero_is_context_off and len(sweep.image_error) == 2
     windows = window_report(PIPE, IMAGES[0], "x", num_frames=8, windows=TemporalWindows(4, 2),
