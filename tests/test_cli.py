@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from dynamicrafter.cli import main
+from dynamicrafter.cli import COMMANDS, main
 from dynamicrafter.media import read_video_frames
 from helpers import random_image, tiny_checkpoint
 
@@ -61,3 +61,30 @@ def test_inspect(checkpoint, capsys):
     assert main(["inspect", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "model: tiny" in out and "unet" in out
+
+
+HEAVY = ("gradio", "lightning", "diffusers", "transformers", "cv2", "scipy")
+# their parsers show defaults read from modules that import torch (the data set and metric code)
+TORCH_AT_HELP = ("annotate", "synth", "evaluate", "benchmark", "convert-dreamsim")
+HELP_CODE = """import sys
+from dynamicrafter.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_imports_no_heavy_stack(command):
+    """`dynamicrafter --help` and `dynamicrafter COMMAND --help` import none of the heavy libraries (a command
+    imports what it runs when it runs), and torch only where a parser reads its defaults from torch modules."""
+    argv = [command, "--help"] if command else ["--help"]
+    result = subprocess.run([sys.executable, "-c", HELP_CODE, *argv], capture_output=True, text=True, check=True,
+                            timeout=600)
+    imported = set(result.stderr.split())
+    assert result.stdout.startswith("usage: dynamicrafter")
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    if command not in TORCH_AT_HELP:
+        assert "torch" not in imported

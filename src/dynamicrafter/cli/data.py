@@ -30,12 +30,15 @@ the same clips in memory without writing files."""
 SIZE_PATTERN = re.compile(r"^(\d+)(?:x(\d+))?$")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    {"annotate": _add_annotate, "synth": _add_synth}[name](subparsers, name, help_text)
+
+
+def _add_annotate(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     from dynamicrafter.data.motion import DEFAULT_ANNOTATE_FRAMES, DEFAULT_FLOW_SIZE, DEFAULT_SAVE_EVERY
-    from dynamicrafter.data.synthetic import SPLITS, SyntheticConfig
 
     p = subparsers.add_parser(
-        "annotate", help="add a motion_score column (optical flow) to a video index",
+        name, help=help_text,
         description="Score how much each clip of an index moves and write the score as a motion_score column.",
         epilog=ANNOTATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("index", help="WebVid CSV (videoid, page_dir, name) or generic CSV/JSONL index (path, caption)")
@@ -50,9 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"rewrite the output after this many newly scored clips (default {DEFAULT_SAVE_EVERY})")
     p.set_defaults(func=run_annotate)
 
+
+def _add_synth(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    from dynamicrafter.data.synthetic import SPLITS, SyntheticConfig
+
     defaults = SyntheticConfig()
     p = subparsers.add_parser(
-        "synth", help="write the generated captioned video data set (mp4 + index)",
+        name, help=help_text,
         description="Render the synthetic data set (moving shapes with captions) to mp4 files and an index.",
         epilog=SYNTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="output folder")

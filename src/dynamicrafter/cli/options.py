@@ -1,16 +1,36 @@
-"""Options shared by the generation commands (animate, interpolate, loop, story) and pipeline loading."""
+"""Options shared by the commands: the model options, the sampling flags, output paths, seeds and pipeline loading.
+
+The sampling flags are generated from :data:`dynamicrafter.options.SETTINGS` (flag ``--name-with-dashes``; kind,
+choices and help from the table) and read back by :func:`sampling_options` through
+:meth:`SamplingOptions.from_settings`, so every range is checked in one place. Nothing here imports torch: the
+pipeline is imported when a command loads it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import random
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from dynamicrafter.errors import UserError
-from dynamicrafter.options import DEFAULT_SEED, SETTING_NAMES, WEIGHTINGS, SamplingOptions
+from dynamicrafter.options import DEFAULT_SEED, SEED_MAX, SETTINGS, SETTINGS_BY_NAME, SamplingOptions, Setting
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")  # the formats media.save_video writes; no suffix: a folder of PNG frames
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {"frame_stride": ("--fs",)}
+NOT_FLAGS = ("loop", "loop_method", "seed")  # set by the loop command (--method); --seed has its own meaning of -1
+STREAM_SETTINGS = ("image_attention_scale", "context_stream", "vdg", "window", "window_stride", "window_weighting")
+SEED_HELP = f"random seed (default {DEFAULT_SEED}, as released; -1: a random seed, printed)"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -22,67 +42,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-encoder", help="separate CLIP image tower (OpenCLIP ViT-H-14 weights)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                   help="weights dtype (auto: fp32 on CPU, bf16 on CUDA)")
+                   help="weights dtype (auto: fp32 on CPU, bf16 on CUDA; fp16 / bf16 are much slower on a CPU)")
 
 
-def add_sampling_options(parser: argparse.ArgumentParser, multiple_prompts: bool = False) -> None:
-    """The shared sampling options, then the stream and long-video controls (:func:`add_control_options`).
-
-    ``multiple_prompts``: ``--prompt`` may be repeated (a list, e.g. one prompt per interpolation segment).
-    """
-    g = parser.add_argument_group("sampling (defaults: the released settings of the loaded model)")
-    if multiple_prompts:
-        g.add_argument("--prompt", "-p", action="append", default=None,
-                       help="text prompt; repeat it for one prompt per segment")
-    else:
-        g.add_argument("--prompt", "-p", default=None, help="text prompt (motion and scene)")
-    g.add_argument("--negative-prompt", default=None, help="replaces the empty prompt of the unconditional branch")
-    g.add_argument("--steps", type=int, help="DDIM steps (released: 50)")
-    g.add_argument("--guidance-scale", type=float, help="text classifier-free guidance scale (released: 7.5)")
-    g.add_argument("--image-guidance-scale", type=float, help="separate image guidance scale (third branch)")
-    g.add_argument("--guidance-rescale", type=float, help="guidance rescale phi (released: 0 for 256, 0.7 otherwise)")
-    g.add_argument("--eta", type=float, help="DDIM eta in [0, 1] (released: 1.0)")
-    g.add_argument("--frame-stride", "--fs", dest="frame_stride", type=int,
-                   help="motion control: frame stride for the 256 model (larger = more motion), fps for the others "
-                        "(smaller = more motion)")
-    g.add_argument("--frames", type=int, help="number of frames (default: the model's 16)")
-    g.add_argument("--height", type=int, help="output height (default: the model's)")
-    g.add_argument("--width", type=int, help="output width (default: the model's)")
-    g.add_argument("--resize", choices=["released", "cover"], default="released",
-                   help="released: shorter side to min(h, w) then center crop (pads if needed); cover: never pads")
-    g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED}; -1: random)")
-    g.add_argument("--fps", type=float, help="frame rate of the written video (default: 8, as released)")
-    add_control_options(parser)
-
-
-def add_control_options(parser: argparse.ArgumentParser) -> None:
-    """Lambda, the stream switches and sliding temporal windows (read back by :func:`sampling_options`)."""
-    g = parser.add_argument_group("conditioning streams and long videos")
-    g.add_argument("--image-attention-scale", dest="image_attention_scale", metavar="S",
-                   help="scale lambda of the image cross-attention: one value (1 = as trained, 0 = context stream "
-                        "off; smaller = weaker context stream, less adherence to the image) or per group / layer, e.g. "
-                        "input=0.5,middle=1.0,output=1.0")
-    g.add_argument("--no-context-stream", dest="context_stream", action="store_false",
-                   help="switch the context stream off (no image cross-attention; lambda = 0)")
-    g.add_argument("--no-vdg", dest="vdg", action="store_false",
-                   help="switch the visual detail guidance off (zeros instead of the image latents)")
-    g.add_argument("--window", nargs="?", const="auto", metavar="N",
-                   help="longer videos: denoise --frames in sliding windows of N frames (default with no N: the "
-                        "model's temporal length, 16)")
-    g.add_argument("--window-stride", type=int, metavar="N",
-                   help="frames between window starts (default: half the window)")
-    g.add_argument("--window-weighting", choices=list(WEIGHTINGS),
-                   help="blending of overlapping windows: linear (tent, default) or uniform (average)")
-
-
-def resolve_seed(seed: int) -> int:
-    if seed < 0:
-        seed = random.randrange(2**31)
-        print(f"seed: {seed}")
-    return seed
-
-
-def load_pipeline(args: argparse.Namespace):
+def load_pipeline(args: argparse.Namespace) -> Any:
+    """The pipeline of the model options (imports torch and the networks)."""
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
     t0 = time.perf_counter()
@@ -94,24 +58,147 @@ def load_pipeline(args: argparse.Namespace):
     return pipe
 
 
-def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    """The sampling options of the shared CLI flags (unset flags: the model's released settings)."""
-    settings = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name) and name != "seed"}
-    if settings.get("window") not in (None, "auto"):
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, multiple_prompts: bool = False) -> None:
+    """The prompts, one flag per sampling setting of :data:`SETTINGS` and ``--seed``.
+
+    ``multiple_prompts``: ``--prompt`` may be repeated (a list, e.g. one prompt per interpolation segment).
+    """
+    g = parser.add_argument_group("sampling (defaults: the released settings of the loaded model)")
+    if multiple_prompts:
+        g.add_argument("--prompt", "-p", action="append", default=None,
+                       help="text prompt; repeat it for one prompt per segment")
+    else:
+        g.add_argument("--prompt", "-p", default=None, help="text prompt (motion and scene)")
+    g.add_argument("--negative-prompt", default=None, help="replaces the empty prompt of the unconditional branch")
+    streams = parser.add_argument_group("conditioning streams and long videos")
+    for setting in SETTINGS:
+        if setting.name not in NOT_FLAGS:
+            _add_setting_flag(streams if setting.name in STREAM_SETTINGS else g, setting)
+    g.add_argument("--seed", type=_number_type(SETTINGS_BY_NAME["seed"]), default=DEFAULT_SEED, help=SEED_HELP)
+
+
+def _add_setting_flag(group: argparse._ArgumentGroup, setting: Setting) -> None:
+    """``--name-with-dashes`` for one setting; unset flags are None (the setting's default)."""
+    flags = (f"--{setting.name.replace('_', '-')}", *FLAG_ALIASES.get(setting.name, ()))
+    accepted = f" [{setting.accepted()}]" if setting.kind in (int, float) else ""
+    kwargs: dict[str, Any] = {"dest": setting.name, "default": None, "help": setting.help + accepted}
+    if setting.kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif setting.choices is not None:
+        kwargs["choices"] = list(setting.choices)
+    elif setting.name == "image_attention_scale":  # a number, or NAME=NUMBER pairs
+        kwargs["metavar"] = "S"
+    else:
+        kwargs["type"] = _number_type(setting)
+    if setting.name == "window":  # --window alone (or --window auto): the model's temporal length
+        number = kwargs["type"]
+        kwargs.update(nargs="?", const="auto", metavar="N", type=lambda text: text if text == "auto" else number(text))
+    group.add_argument(*flags, **kwargs)
+
+
+def _number_type(setting: Setting) -> Callable[[str], int | float]:
+    """The argparse type of a number setting: the text as int / float (the range is checked by SamplingOptions)."""
+
+    def convert(text: str) -> int | float:
         try:
-            settings["window"] = int(settings["window"])
-        except ValueError:
-            raise UserError(f"--window must be a number of frames (or nothing: the model's length), got "
-                            f"{settings['window']!r}") from None
+            value = float(text)
+            if setting.kind is int:
+                if not value.is_integer():
+                    raise ValueError(text)
+                return int(value)
+            return value
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"must be {setting.accepted()}, got {text!r}") from None
+
+    convert.__name__ = setting.kind.__name__
+    return convert
+
+
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling options of the flags (unset flags: the model's released settings); checked in one line."""
+    settings = {s.name: getattr(args, s.name) for s in SETTINGS if s.name not in NOT_FLAGS and hasattr(args, s.name)}
     return SamplingOptions.from_settings(settings, style="flag")
 
 
-def generator_for(seed: int) -> torch.Generator:
+def resolve_seed(seed: int) -> int:
+    """``--seed``: -1 draws a random seed (printed), anything else must be in the seed range."""
+    if seed == -1:
+        seed = random.randrange(2**31)
+        print(f"seed: {seed}")
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"--seed must be a whole number in [0, {SEED_MAX}] or -1 (a random seed), got {seed}")
+    return seed
+
+
+def generator_for(seed: int) -> Any:
+    import torch
+
     return torch.Generator().manual_seed(seed)
 
 
-def check_output_path(path: str | Path) -> Path:
+# ----------------------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_output_options(parser: argparse.ArgumentParser, output_help: str) -> None:
+    parser.add_argument("--output", "-o", required=True, help=output_help)
+    parser.add_argument("--fps", type=positive_fps, help="frame rate of the written video (default: 8, as released)")
+
+
+def positive_fps(text: str) -> float:
+    """argparse type of ``--fps``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of frames per second > 0, got {text!r}")
+    return value
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """An output video (.mp4 / .gif / .webp) or PNG-frame folder (no suffix) that can be written, checked before
+    any work: a supported suffix, not a folder in place of a file (or the reverse), in a folder that can be made
+    and written to."""
     path = Path(path)
-    if path.suffix.lower() not in (".mp4", ".gif", ".webp", ""):
+    if path.suffix.lower() not in (*VIDEO_SUFFIXES, ""):
         raise UserError(f"unsupported output '{path}': use .mp4, .gif, .webp or a folder name (PNG frames)")
+    if path.suffix and path.is_dir():
+        raise UserError(f"output '{path}' is a folder: give a video file name, or a name without suffix for PNGs")
+    if not path.suffix and path.is_file():
+        raise UserError(f"output '{path}' is a file, but a name without suffix means a folder of PNG frames: add "
+                        f".mp4, .gif or .webp")
+    check_writable_folder(path.parent, path)
     return path
+
+
+def check_writable_folder(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
+    """Files can be written in ``folder`` (made when missing): probed with a temporary file in the nearest folder
+    that exists, which is removed again. ``target`` names what is to be written, in messages."""
+    folder = Path(folder)
+    what = f"'{target}'" if target is not None else f"to '{folder}'"
+    existing = folder.absolute()
+    while not _exists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write {what}: '{existing}' is a file, not a folder; choose another output path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dynamicrafter-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write {what}: folder '{existing}' is not writable ({e.strerror}); choose another "
+                        f"output path") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. no permission to look inside the parent: try the parent
+        return False

@@ -12,9 +12,9 @@ EXAMPLES = """examples:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("recipe", help="train and evaluate the project's small DynamiCrafter",
-                              description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description=__doc__, epilog=EXAMPLES,
+                              formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="recipe_command", metavar="RECIPE", required=True)
     tiny = sub.add_parser("tiny", help="train every stage (autoencoder, CLIP towers, T2V base, stages i-iii)")
     tiny.add_argument("--out", default="runs/tiny", help="run folder (resumable)")
