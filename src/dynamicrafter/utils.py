@@ -69,8 +69,9 @@ def parse_dtype(name: str | torch.dtype | None, device: torch.device | str) -> t
 # Measured with benchmarks/half_precision_cpu.py (U-Net forward of the shipped small model, dtypes side by side in
 # one process, torch 2.13 CPU build, 2 cores of an AMD EPYC with AVX-512 BF16): fp16 4.3x the time of fp32, bf16
 # 1.3x. On CPUs without native bf16 arithmetic bf16 is far slower still.
-HALF_ON_CPU_WARNING = ("{dtype} on the CPU is slower than fp32, not faster (measured: fp16 about 4x, bf16 1.3x and "
-                       "far more without native bf16 support): use fp32 on the CPU (--dtype fp32)")
+HALF_ON_CPU_WARNING = ("{dtype} on the CPU is slower than fp32, not faster (measured: fp16 4.3 times the time of "
+                       "fp32, bf16 1.3 times, far more on CPUs without bf16 instructions): use fp32 on the CPU "
+                       "(--dtype fp32, dtype='fp32')")
 
 
 def warn_half_on_cpu(device: torch.device, dtype: torch.dtype) -> None:
