@@ -119,6 +119,9 @@ CLI_CASES = [
     ("story unknown field", ["story", "{story.yaml}", "-o", "{out}/s.mp4"], "unknown field 'colour'"),
     ("story fps 0", ["story", "{story.yaml}", "-o", "{out}/s.mp4", "--fps", "0"], "argument --fps"),
     ("lambda plot not png", ["lambda", "{ckpt}", "-o", "{out}/l.jpg"], "--output must be a .png file"),
+    ("train lr inf", ["train", "--stage", "iii", "--data", "synthetic:2", "--lr", "inf", "--run-dir", "{out}/run"],
+     "argument --lr: must be a finite number, got 'inf'"),
+    ("synth fraction nan", ["synth", "{out}/data", "--held-out-fraction", "nan"], "argument --held-out-fraction"),
 ]
 
 

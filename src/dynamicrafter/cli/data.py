@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from dynamicrafter.cli.options import finite_float
 from dynamicrafter.errors import UserError
 
 ANNOTATE_EXAMPLES = """examples:
@@ -71,9 +72,9 @@ def _add_synth(subparsers: argparse._SubParsersAction, name: str, help_text: str
                    help=f"frame size: N (square) or HxW (default {defaults.height})")
     p.add_argument("--frames", type=int, default=defaults.frames, help=f"frames per clip (default {defaults.frames})")
     p.add_argument("--fps", type=int, default=defaults.fps, help=f"frame rate of the videos (default {defaults.fps})")
-    p.add_argument("--motion-only-fraction", type=float, default=defaults.motion_only_fraction,
+    p.add_argument("--motion-only-fraction", type=finite_float, default=defaults.motion_only_fraction,
                    help=f"fraction of captions naming only the motion (default {defaults.motion_only_fraction})")
-    p.add_argument("--held-out-fraction", type=float, default=defaults.held_out_fraction,
+    p.add_argument("--held-out-fraction", type=finite_float, default=defaults.held_out_fraction,
                    help=f"fraction of clip ids reserved for the test split (default {defaults.held_out_fraction})")
     p.add_argument("--hold-out", action="append", default=[], metavar="SHAPE:COLOUR",
                    help="a (shape, colour) kept out of train/test, used by the novel split (repeatable)")

@@ -151,6 +151,17 @@ def add_output_options(parser: argparse.ArgumentParser, output_help: str) -> Non
     parser.add_argument("--fps", type=positive_fps, help="frame rate of the written video (default: 8, as released)")
 
 
+def finite_float(text: str) -> float:
+    """argparse type of a float option: a finite number (ranges are checked where the option is used)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def positive_fps(text: str) -> float:
     """argparse type of ``--fps``: a finite number > 0."""
     try:

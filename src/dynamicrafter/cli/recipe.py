@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dynamicrafter.cli.options import finite_float
+
 EXAMPLES = """examples:
   dynamicrafter recipe tiny --out runs/tiny                   # all stages, resumable (~65 min + 35 min ablations)
   dynamicrafter recipe tiny --out runs/tiny --ship src/dynamicrafter/weights/dynamicrafter_tiny.safetensors
@@ -21,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     tiny.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test of the recipe)")
     tiny.add_argument("--no-ablations", action="store_true", help="skip the two ablation models")
     tiny.add_argument("--ship", help="write the full model (fp16) to this .safetensors path")
-    tiny.add_argument("--steps-scale", type=float, default=1.0,
+    tiny.add_argument("--steps-scale", type=finite_float, default=1.0,
                       help="multiply the diffusion stages' steps (e.g. 10 on a GPU; the defaults fit a 2-core CPU)")
     tiny.set_defaults(func=run_tiny)
     report = sub.add_parser("report", help="evaluate the trained variants on held-out clips: table + figure")

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from dynamicrafter.cli.options import finite_float
 from dynamicrafter.errors import UserError
 
 EXAMPLES = """examples:
@@ -54,12 +55,12 @@ def _model_arguments(g: argparse._ArgumentGroup) -> None:
                    help="U-Net input channels (4: no VDG; 8: VDG, zeros before stage iii); default: per stage")
     g.add_argument("--interp", action=argparse.BooleanOptionalAction, default=None,
                    help="interpolation / looping mode: first + last frame latents in VDG (default: the model's)")
-    g.add_argument("--interp-fraction", type=float,
+    g.add_argument("--interp-fraction", type=finite_float,
                    help="fraction of samples trained with first + last frame VDG (one model for animation and "
                         "interpolation / loops; default 0)")
     g.add_argument("--rand-cond-frame", action=argparse.BooleanOptionalAction, default=None,
                    help="condition on a random frame of the clip (default: on, off for interpolation and stage i)")
-    g.add_argument("--uncond-prob", type=float, help="CFG dropout probability per case (released 0.05)")
+    g.add_argument("--uncond-prob", type=finite_float, help="CFG dropout probability per case (released 0.05)")
 
 
 def _data_arguments(g: argparse._ArgumentGroup) -> None:
@@ -78,13 +79,15 @@ def _data_arguments(g: argparse._ArgumentGroup) -> None:
 
 def _optimization_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--max-steps", type=int, help="optimizer steps to train (total, also when resuming)")
-    g.add_argument("--lr", type=float, help="AdamW learning rate (released 1e-5)")
+    g.add_argument("--lr", type=finite_float, help="AdamW learning rate (released 1e-5)")
     g.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps, then constant (default 0)")
     g.add_argument("--accumulate-grad-batches", type=int, help="batches per optimizer step (released 2)")
-    g.add_argument("--gradient-clip", dest="gradient_clip_val", type=float, help="gradient norm clip (released 0.5)")
+    g.add_argument("--gradient-clip", dest="gradient_clip_val", type=finite_float,
+                   help="gradient norm clip (released 0.5)")
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute U-Net activations in the backward pass (less memory, ~30%% slower)")
-    g.add_argument("--ema-decay", type=float, help="keep an EMA of the trainable weights (e.g. 0.9999); exported")
+    g.add_argument("--ema-decay", type=finite_float,
+                   help="keep an EMA of the trainable weights (e.g. 0.9999); exported")
 
 
 def _engine_arguments(g: argparse._ArgumentGroup) -> None:
