@@ -3,8 +3,10 @@ import sys
 
 import pytest
 
-from dynamicrafter.cli import main
+from dynamicrafter.cli import COMMANDS, build_parser, main
+from dynamicrafter.cli.options import NOT_FLAGS, sampling_options
 from dynamicrafter.media import read_video_frames
+from dynamicrafter.options import SETTINGS, SamplingOptions, TemporalWindows
 from helpers import random_image, tiny_checkpoint
 
 
@@ -61,3 +63,47 @@ def test_inspect(checkpoint, capsys):
     assert main(["inspect", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "model: tiny" in out and "unet" in out
+
+
+HEAVY = ("gradio", "lightning", "diffusers", "transformers", "cv2", "scipy")
+# their parsers show defaults read from modules that import torch (the data set and metric code)
+TORCH_AT_HELP = ("annotate", "synth", "evaluate", "benchmark", "convert-dreamsim")
+HELP_CODE = """import sys
+from dynamicrafter.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_imports_no_heavy_stack(command):
+    """`dynamicrafter --help` and `dynamicrafter COMMAND --help` import none of the heavy libraries (a command
+    imports what it runs when it runs), and torch only where a parser reads its defaults from torch modules."""
+    argv = [command, "--help"] if command else ["--help"]
+    result = subprocess.run([sys.executable, "-c", HELP_CODE, *argv], capture_output=True, text=True, check=True,
+                            timeout=600)
+    imported = set(result.stderr.split())
+    assert result.stdout.startswith("usage: dynamicrafter")
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    if command not in TORCH_AT_HELP:
+        assert "torch" not in imported
+
+
+def test_sampling_flags_are_made_from_the_settings_table():
+    parser = build_parser(["animate"])
+    animate = parser._subparsers._group_actions[0].choices["animate"]  # type: ignore[union-attr]
+    flags = {flag for action in animate._actions for flag in action.option_strings}
+    expected = {f"--{s.name.replace('_', '-')}" for s in SETTINGS if s.name not in NOT_FLAGS}
+    assert expected <= flags and {"--fs", "--no-vdg", "--no-context-stream", "--seed"} <= flags
+    args = parser.parse_args(["animate", "x.png", "-o", "o.mp4", "--steps", "25", "--fs", "5", "--guidance-scale",
+                              "5", "--no-vdg", "--window", "--window-stride", "4", "--sampler", "ddim",
+                              "--timestep-spacing", "uniform", "--image-attention-scale", "input=0.5", "--resize",
+                              "cover", "--eta", "0"])
+    assert sampling_options(args) == SamplingOptions(
+        num_inference_steps=25, frame_stride=5, guidance_scale=5.0, vdg=False, sampler="ddim", eta=0.0,
+        temporal_windows=TemporalWindows(None, 4), timestep_spacing="uniform", image_attention_scale={"input": 0.5},
+        resize_mode="cover")
+    assert sampling_options(parser.parse_args(["animate", "x.png", "-o", "o.mp4"])) == SamplingOptions()

@@ -234,6 +234,31 @@ def test_antialiased_resize():
     assert smooth.std() < 0.1
 
 
+@pytest.mark.parametrize("channel_mult", [(1, 2), (1, 2, 2)])
+def test_autoencoder_computes_diffusers_autoencoder_kl(channel_mult):
+    """Our KL autoencoder has diffusers' AutoencoderKL parameter names and computes its function exactly."""
+    from diffusers import AutoencoderKL
+
+    config = dataclasses.replace(CFG.vae, channel_mult=channel_mult)
+    ours = VideoVAE(config).autoencoder.eval()
+    randomize_(ours, 3)
+    widths = tuple(config.base_channels * m for m in channel_mult)
+    theirs = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=config.latent_channels,
+                           block_out_channels=widths, layers_per_block=config.num_res_blocks,
+                           norm_num_groups=config.norm_groups, down_block_types=("DownEncoderBlock2D",) * len(widths),
+                           up_block_types=("UpDecoderBlock2D",) * len(widths)).eval()
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(2, 3, 24, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        moments = ours.quant_conv(ours.encoder(x))
+        assert torch.equal(moments, theirs.quant_conv(theirs.encoder(x)))
+        z = moments[:, : config.latent_channels]
+        decoded = ours.decoder(ours.post_quant_conv(z))
+        assert torch.equal(decoded, theirs.decoder(theirs.post_quant_conv(z)))
+    assert decoded.shape == x.shape and decoded.std() > 0
+
+
 def test_vae_round_trip_shapes_and_posterior():
     torch.manual_seed(0)
     vae = VideoVAE(CFG.vae).eval()

@@ -122,12 +122,16 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: '{path}' (released checkpoints: {RELEASES_URL})")
-    if path.suffix == ".safetensors":
+    kind = "safetensors" if path.suffix == ".safetensors" else file_kind(path)
+    if kind == "safetensors":
         try:
             return SafetensorsDict(path)
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"'{path}' is not a readable .safetensors file ({_one_line(e)}); it may be truncated:"
                                   f" download it again") from e
+    if kind is None:
+        raise CheckpointError(f"'{path}' is not a checkpoint: neither a PyTorch file (zip archive or pickle) nor "
+                              f"safetensors; check the path, or download the file again")
     try:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -136,16 +140,37 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
                 raise
             data = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as e:
-        msg = _one_line(e)
-        if "weights_only" in str(e) or "Unpickler" in type(e).__name__ or "Unpickling" in type(e).__name__:
-            raise CheckpointError(f"'{path}' stores pickled Python objects, which are not loaded for safety "
-                                  f"(weights_only=True); re-save its state_dict with torch.save or convert it to "
-                                  f".safetensors ({msg})") from e
-        if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in msg or "central directory" in msg:
-            raise CheckpointError(f"'{path}' is truncated or corrupt (not a complete PyTorch zip archive); download "
-                                  f"it again") from e
-        raise CheckpointError(f"cannot read checkpoint '{path}': {msg}") from e
+        raise _load_error(path, e) from e
     return unwrap_state_dict(data, path)
+
+
+def file_kind(path: Path) -> str | None:
+    """What a file holds by its first bytes: "zip" (PyTorch's format), "pickle" (its legacy format),
+    "safetensors", or None (none of them)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:2] == b"PK":
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    return None
+
+
+def _load_error(path: Path, e: Exception) -> CheckpointError:
+    """torch.load's failure as one line (without torch's advice to load pickled code)."""
+    msg = _one_line(e)
+    if "weights_only" in str(e) or "Unpickler" in type(e).__name__ or "Unpickling" in type(e).__name__:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))  # the Python object the file asks for (not torch's advice)
+        reason = f" (it refers to {found.group(1)})" if found else ""
+        return CheckpointError(f"'{path}' stores pickled Python objects{reason}, which are not loaded for safety (no "
+                               f"code from a file is run); re-save its state_dict with torch.save or convert it to "
+                               f".safetensors")
+    if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in msg or "central directory" in msg:
+        return CheckpointError(f"'{path}' is truncated or corrupt (not a complete PyTorch zip archive); download "
+                               f"it again")
+    return CheckpointError(f"cannot read checkpoint '{path}': {msg}")
 
 
 class StateDict(dict):

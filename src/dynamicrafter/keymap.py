@@ -205,7 +205,8 @@ RESAMPLER_KEYMAP = KeyMap(
 )
 
 # ----------------------------------------------------------------------------------------------------------------
-# VAE  (official prefix: first_stage_model.; ours: diffusers AutoencoderKL under vae.autoencoder.)
+# VAE  (official prefix: first_stage_model.; ours: the names of diffusers' AutoencoderKL (models/autoencoder.py) under
+# vae.autoencoder.)
 # ----------------------------------------------------------------------------------------------------------------
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import numbers
 import os
+import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -59,11 +63,14 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> I
 
 @contextlib.contextmanager
 def _bomb_limit(max_pixels: int) -> Iterator[None]:
-    """Pillow's decompression-bomb limit raised to ``max_pixels`` (our own check gives the message)."""
+    """Pillow's decompression-bomb limit raised to ``max_pixels`` and its warning silenced (our own check gives the
+    message)."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max(max_pixels, previous or 0)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
@@ -224,18 +231,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it takes the name ``path`` (replacing a folder of that
+    name), on failure it is removed. A folder under the final name is always complete."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MediaError(f"'{path}' is a file, not a folder: choose another output name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700): give it a plain mkdir's mode
+        old = path.with_name(f".{path.name}.{os.getpid()}.{id(tmp):x}.old")
+        if path.is_dir():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_video(frames: np.ndarray | torch.Tensor | Sequence[Image.Image], path: str | os.PathLike, fps: float = 8.0,
                quality_crf: int = 10) -> Path:
     """Write frames to ``path``; the format follows the extension.
 
     ``.mp4`` (H.264, yuv420p, crf 10 as released), ``.gif`` and ``.webp`` (looping animations), or a path without
-    a video extension: a folder of numbered PNGs. ``frames`` is a uint8 array ``(t, h, w, 3)``, a video tensor
-    ``(c, t, h, w)`` in [-1, 1], or a list of PIL images.
+    a video extension: a folder of numbered PNGs (written into a temporary folder that is then renamed). ``frames`` is
+    a uint8 array ``(t, h, w, 3)``, a video tensor ``(c, t, h, w)`` in [-1, 1], or a list of PIL images.
     """
     path = Path(path)
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise MediaError(f"fps must be a finite number > 0 (frames per second), got {fps!r}")
     array = _as_uint8_frames(frames)
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
     suffix = path.suffix.lower()
     if suffix == ".mp4":
         _write_mp4(array, path, fps, quality_crf)
@@ -247,10 +276,9 @@ def save_video(frames: np.ndarray | torch.Tensor | Sequence[Image.Image], path: 
                            duration=int(round(1000.0 / fps)), loop=0, **kwargs)
     elif suffix in ("", ".png", ".frames"):
         folder = path.with_suffix("") if suffix else path
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, frame in enumerate(array):
-            with atomic_path(folder / f"{i:04d}.png") as tmp:
-                Image.fromarray(frame).save(tmp, format="PNG")
+        with atomic_folder(folder) as tmp_folder:
+            for i, frame in enumerate(array):
+                Image.fromarray(frame).save(tmp_folder / f"{i:04d}.png", format="PNG")
         path = folder
     else:
         raise MediaError(f"unsupported output extension '{path.suffix}' for '{path}': use .mp4, .gif, .webp or a "

@@ -39,7 +39,7 @@ from dynamicrafter.media import as_image_list, image_input_to_tensor
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.models.controls import UNetControls
 from dynamicrafter.options import SamplingOptions
-from dynamicrafter.utils import default_device, parse_dtype, randn
+from dynamicrafter.utils import parse_dtype, randn, resolve_device, warn_half_on_cpu
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray | torch.Tensor
 OutputType = Literal["pil", "np", "pt", "latent"]
@@ -82,8 +82,9 @@ class Precomputed:
 class DynamiCrafterPipeline:
     def __init__(self, model: DynamiCrafter, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None):
-        self.device = torch.device(device) if device is not None else model.device
+        self.device = resolve_device(device) if device is not None else model.device
         self.dtype = dtype or model.dtype
+        warn_half_on_cpu(self.device, self.dtype)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.offload_encoders = False  # move the CLIP towers to the CPU between uses (saves GPU memory)
         self.progress_bar_config: dict[str, Any] = {}
@@ -106,7 +107,7 @@ class DynamiCrafterPipeline:
         """
         from dynamicrafter.checkpoint import load_model
 
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         torch_dtype = parse_dtype(dtype, device)
         if path is None:
             from dynamicrafter.weights import default_checkpoint

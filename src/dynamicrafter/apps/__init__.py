@@ -5,7 +5,7 @@ Public API (imported lazily)::
 
     from dynamicrafter.apps import interpolate_keyframes, loop, render_story, motion_controls
 
-Command line: ``dynamicrafter interpolate | loop | story | lambda`` (:mod:`dynamicrafter.apps.cli`).
+Command line: ``dynamicrafter interpolate | loop | story | lambda`` (:mod:`dynamicrafter.cli.apps`).
 """
 
 from __future__ import annotations

@@ -1,48 +1,41 @@
 """Training data: real video / image datasets, motion scores, and the generated synthetic data set.
 
 Every dataset returns ``{"video": float32 (c, t, h, w) in [-1, 1], "caption": str, "path": str, "fps": int,
-"frame_stride": int}`` (the synthetic one adds ``"motion"`` and ``"labels"``).
+"frame_stride": int}`` (the synthetic one adds ``"motion"`` and ``"labels"``). Names are imported lazily.
 """
 
-from dynamicrafter.data.index import ClipRecord, IndexFilter, load_records, read_table, write_table
-from dynamicrafter.data.motion import annotate_index, clip_motion_score, flow_magnitudes, mean_flow_magnitude
-from dynamicrafter.data.synthetic import (
-    MOTIONS,
-    Motion,
-    SyntheticConfig,
-    SyntheticVideoDataset,
-    write_prompt_images,
-    write_video_split,
-)
-from dynamicrafter.data.video import (
-    ImageCaptionDataset,
-    ImageDataConfig,
-    SkippedItem,
-    VideoClipDataset,
-    VideoDataConfig,
-    VideoReader,
-)
+from __future__ import annotations
 
-__all__ = [
-    "MOTIONS",
-    "ClipRecord",
-    "ImageCaptionDataset",
-    "ImageDataConfig",
-    "IndexFilter",
-    "Motion",
-    "SkippedItem",
-    "SyntheticConfig",
-    "SyntheticVideoDataset",
-    "VideoClipDataset",
-    "VideoDataConfig",
-    "VideoReader",
-    "annotate_index",
-    "clip_motion_score",
-    "flow_magnitudes",
-    "load_records",
-    "mean_flow_magnitude",
-    "read_table",
-    "write_prompt_images",
-    "write_table",
-    "write_video_split",
-]
+_LAZY = {
+    "ClipRecord": "dynamicrafter.data.index",
+    "IndexFilter": "dynamicrafter.data.index",
+    "load_records": "dynamicrafter.data.index",
+    "read_table": "dynamicrafter.data.index",
+    "write_table": "dynamicrafter.data.index",
+    "annotate_index": "dynamicrafter.data.motion",
+    "clip_motion_score": "dynamicrafter.data.motion",
+    "flow_magnitudes": "dynamicrafter.data.motion",
+    "mean_flow_magnitude": "dynamicrafter.data.motion",
+    "MOTIONS": "dynamicrafter.data.synthetic",
+    "Motion": "dynamicrafter.data.synthetic",
+    "SyntheticConfig": "dynamicrafter.data.synthetic",
+    "SyntheticVideoDataset": "dynamicrafter.data.synthetic",
+    "write_prompt_images": "dynamicrafter.data.synthetic",
+    "write_video_split": "dynamicrafter.data.synthetic",
+    "ImageCaptionDataset": "dynamicrafter.data.video",
+    "ImageDataConfig": "dynamicrafter.data.video",
+    "SkippedItem": "dynamicrafter.data.video",
+    "VideoClipDataset": "dynamicrafter.data.video",
+    "VideoDataConfig": "dynamicrafter.data.video",
+    "VideoReader": "dynamicrafter.data.video",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dynamicrafter.data' has no attribute {name!r}")

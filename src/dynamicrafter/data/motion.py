@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -58,6 +57,8 @@ FARNEBACK_PARAMS: dict[str, Any] = {"pyr_scale": 0.5, "levels": 3, "winsize": 15
 
 def _grey_resized(frame: np.ndarray, size: int) -> np.ndarray:
     """uint8 RGB ``(h, w, 3)`` -> uint8 grey ``(h', w')`` with ``min(h', w') == size``."""
+    import cv2  # OpenCV is imported when the flow is computed, not with the module
+
     grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
     h, w = grey.shape
     scale = size / min(h, w)
@@ -77,6 +78,8 @@ def flow_magnitudes(frames_uint8_thwc: np.ndarray, size: int = DEFAULT_FLOW_SIZE
         raise ValueError(f"optical flow needs at least {MIN_FLOW_FRAMES} frames, got {frames.shape[0]}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
+    import cv2
+
     greys = [_grey_resized(f, size) for f in frames]
     scores = np.empty(len(greys) - 1, dtype=np.float64)
     for i, (prev, nxt) in enumerate(zip(greys[:-1], greys[1:])):

@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
@@ -533,6 +532,8 @@ def _background(spec: BackgroundSpec, height: int, width: int) -> np.ndarray:
             half = spec.period / 2
             pattern = np.where(np.sin(math.pi * xs / half) * np.sin(math.pi * ys / half) >= 0, 1.0, -1.0)
         else:  # noise: a smooth random field plus a little grain, about [-1, 1]
+            import cv2  # OpenCV is imported when a noise background is drawn, not with the module
+
             rng = np.random.default_rng(spec.noise_seed)
             cells = rng.standard_normal((NOISE_CELLS + 1, NOISE_CELLS + 1)).astype(np.float32)
             pattern = cv2.resize(cells, (width, height), interpolation=cv2.INTER_CUBIC) * 0.6

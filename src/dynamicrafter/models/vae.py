@@ -1,4 +1,4 @@
-"""The SD AutoencoderKL (f = 8, 4 latent channels) applied frame by frame, built on diffusers' implementation.
+"""The SD AutoencoderKL (f = 8, 4 latent channels) applied frame by frame (the network: :mod:`.autoencoder`).
 
 Latents are scaled by ``scale_factor`` (0.18215): ``z = s * (mean + std * noise)`` when encoding and divided by it
 before decoding. Videos are ``(b, c, t, h, w)``; frames are processed in chunks to bound memory.
@@ -7,10 +7,10 @@ before decoding. Videos are ``(b, c, t, h, w)``; frames are processed in chunks 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL
 from torch import nn
 
 from dynamicrafter.config import VAEConfig
+from dynamicrafter.models.autoencoder import KLAutoencoder
 from dynamicrafter.utils import randn
 
 LOGVAR_RANGE = (-30.0, 20.0)  # the posterior's log-variance is clamped to this range (as released)
@@ -21,13 +21,8 @@ class VideoVAE(nn.Module):
         super().__init__()
         self.config = config
         channels = tuple(config.base_channels * m for m in config.channel_mult)
-        self.autoencoder = AutoencoderKL(
-            in_channels=config.in_channels, out_channels=config.in_channels, latent_channels=config.latent_channels,
-            block_out_channels=channels, layers_per_block=config.num_res_blocks, norm_num_groups=config.norm_groups,
-            down_block_types=("DownEncoderBlock2D",) * len(channels),
-            up_block_types=("UpDecoderBlock2D",) * len(channels),
-            scaling_factor=config.scale_factor,
-        )
+        self.autoencoder = KLAutoencoder(config.in_channels, config.latent_channels, channels, config.num_res_blocks,
+                                         config.norm_groups)
 
     @property
     def downscale(self) -> int:

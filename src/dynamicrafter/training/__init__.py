@@ -4,33 +4,35 @@
     train(TrainConfig(stage="iii", model="tiny", data="synthetic:64", max_steps=100, run_dir="runs/tiny-iii"))
 
 See :mod:`dynamicrafter.training.config` for the stages and :mod:`dynamicrafter.training.trainer` for the run
-folder; ``dynamicrafter train --help`` for the command line.
+folder; ``dynamicrafter train --help`` for the command line. Names are imported lazily:
+``import dynamicrafter.training.config`` needs neither torch nor Lightning.
 """
 
-from dynamicrafter.training.config import STAGES, StageConfig, TrainConfig, get_stage
-from dynamicrafter.training.model_setup import (
-    add_image_cross_attention,
-    expand_conv_in,
-    parameter_groups,
-    parameter_table,
-    trainable_names,
-)
-from dynamicrafter.training.module import DynamiCrafterTraining
-from dynamicrafter.training.trainer import RunPaths, build_run, load_run_config, train
+from __future__ import annotations
 
-__all__ = [
-    "STAGES",
-    "DynamiCrafterTraining",
-    "RunPaths",
-    "StageConfig",
-    "TrainConfig",
-    "add_image_cross_attention",
-    "build_run",
-    "expand_conv_in",
-    "get_stage",
-    "load_run_config",
-    "parameter_groups",
-    "parameter_table",
-    "train",
-    "trainable_names",
-]
+_LAZY = {
+    "STAGES": "dynamicrafter.training.config",
+    "StageConfig": "dynamicrafter.training.config",
+    "TrainConfig": "dynamicrafter.training.config",
+    "get_stage": "dynamicrafter.training.config",
+    "add_image_cross_attention": "dynamicrafter.training.model_setup",
+    "expand_conv_in": "dynamicrafter.training.model_setup",
+    "parameter_groups": "dynamicrafter.training.model_setup",
+    "parameter_table": "dynamicrafter.training.model_setup",
+    "trainable_names": "dynamicrafter.training.model_setup",
+    "DynamiCrafterTraining": "dynamicrafter.training.module",
+    "RunPaths": "dynamicrafter.training.trainer",
+    "build_run": "dynamicrafter.training.trainer",
+    "load_run_config": "dynamicrafter.training.trainer",
+    "train": "dynamicrafter.training.trainer",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dynamicrafter.training' has no attribute {name!r}")

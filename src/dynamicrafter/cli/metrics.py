@@ -13,9 +13,15 @@ from dynamicrafter.metrics.kernel import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS
 from dynamicrafter.metrics.weights import ENV_DREAMSIM, ENV_I3D, ENV_LPIPS, ENV_LPIPS_ALEXNET
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    builders = {"evaluate": add_evaluate_parser, "benchmark": add_benchmark_parser,
+                "convert-dreamsim": add_convert_parser}
+    builders[name](subparsers, name, help_text)
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="score generated videos: FVD, KVD, PIC and model-free metrics",
+        name, help=help_text,
         description="Score generated videos against real clips and input images (paired by file stem). FVD/KVD "
                     "need the I3D weights, PIC the DreamSim weights (local files; metrics whose weights are absent "
                     "are skipped with a notice). Writes metrics.json, metrics.md and per_video.csv to OUT_DIR and "
@@ -52,10 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_evaluate)
 
-    add_benchmark_parser(subparsers)
 
+def add_convert_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     c = subparsers.add_parser(
-        "convert-dreamsim", help="merge an unzipped DreamSim checkpoint into one .safetensors file",
+        name, help=help_text,
         description="Convert the files DreamSim distributes (unzipped dreamsim_<type>_checkpoint.zip plus the DINO "
                     "backbone) into the single LoRA-merged file that 'evaluate --dreamsim' loads.")
     c.add_argument("folder", type=Path, help="unzipped DreamSim checkpoint folder (DreamSim's cache_dir)")
@@ -99,8 +105,8 @@ frame is animated with the video's caption. Writes OUT/samples.jsonl, OUT/real/,
 the evaluate outputs (metrics.json, metrics.md, per_video.csv); re-running the same command resumes."""
 
 
-def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
-    from dynamicrafter.commands.common import add_model_options
+def add_benchmark_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    from dynamicrafter.cli.options import add_model_options
     from dynamicrafter.metrics.benchmark import (
         DEFAULT_FRAME_STRIDE,
         DEFAULT_NUM_SAMPLES,
@@ -111,7 +117,7 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
     p = subparsers.add_parser(
-        "benchmark", help="the paper's UCF-101 / MSR-VTT benchmark: sample clips, generate, score (resumable)",
+        name, help=help_text,
         description="Sample test clips from a video index, animate their first frames with their captions and score "
                     "the generated videos (FVD, KVD, PIC, model-free metrics). Every stage resumes after an "
                     "interruption; under torchrun the work is sharded over the ranks and rank 0 merges. With "

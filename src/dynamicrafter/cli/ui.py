@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynamicrafter.commands.common import add_model_options
+from dynamicrafter.cli.options import add_model_options, load_pipeline
 from dynamicrafter.errors import UserError
 
 EXAMPLES = """examples:
@@ -24,9 +24,9 @@ API (pip install gradio_client):
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ui", help="serve the web UI (animate, interpolate / loop, storyboard) in a browser",
-                              description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description=__doc__, epilog=EXAMPLES,
+                              formatter_class=argparse.RawTextHelpFormatter)
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     g.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
@@ -57,7 +57,6 @@ def run_ui(args: argparse.Namespace) -> int:
         if e.name and e.name.split(".")[0] == "gradio":
             raise UserError("the web UI needs Gradio: pip install 'dynamicrafter[ui]'") from None
         raise
-    from dynamicrafter.commands.common import load_pipeline
     from dynamicrafter.ui.service import ModelService
 
     service = ModelService(load_pipeline(args), config)

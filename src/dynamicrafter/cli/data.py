@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from dynamicrafter.cli.options import finite_float
 from dynamicrafter.errors import UserError
 
 ANNOTATE_EXAMPLES = """examples:
@@ -30,12 +31,15 @@ the same clips in memory without writing files."""
 SIZE_PATTERN = re.compile(r"^(\d+)(?:x(\d+))?$")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    {"annotate": _add_annotate, "synth": _add_synth}[name](subparsers, name, help_text)
+
+
+def _add_annotate(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     from dynamicrafter.data.motion import DEFAULT_ANNOTATE_FRAMES, DEFAULT_FLOW_SIZE, DEFAULT_SAVE_EVERY
-    from dynamicrafter.data.synthetic import SPLITS, SyntheticConfig
 
     p = subparsers.add_parser(
-        "annotate", help="add a motion_score column (optical flow) to a video index",
+        name, help=help_text,
         description="Score how much each clip of an index moves and write the score as a motion_score column.",
         epilog=ANNOTATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("index", help="WebVid CSV (videoid, page_dir, name) or generic CSV/JSONL index (path, caption)")
@@ -50,9 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"rewrite the output after this many newly scored clips (default {DEFAULT_SAVE_EVERY})")
     p.set_defaults(func=run_annotate)
 
+
+def _add_synth(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    from dynamicrafter.data.synthetic import SPLITS, SyntheticConfig
+
     defaults = SyntheticConfig()
     p = subparsers.add_parser(
-        "synth", help="write the generated captioned video data set (mp4 + index)",
+        name, help=help_text,
         description="Render the synthetic data set (moving shapes with captions) to mp4 files and an index.",
         epilog=SYNTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="output folder")
@@ -64,9 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"frame size: N (square) or HxW (default {defaults.height})")
     p.add_argument("--frames", type=int, default=defaults.frames, help=f"frames per clip (default {defaults.frames})")
     p.add_argument("--fps", type=int, default=defaults.fps, help=f"frame rate of the videos (default {defaults.fps})")
-    p.add_argument("--motion-only-fraction", type=float, default=defaults.motion_only_fraction,
+    p.add_argument("--motion-only-fraction", type=finite_float, default=defaults.motion_only_fraction,
                    help=f"fraction of captions naming only the motion (default {defaults.motion_only_fraction})")
-    p.add_argument("--held-out-fraction", type=float, default=defaults.held_out_fraction,
+    p.add_argument("--held-out-fraction", type=finite_float, default=defaults.held_out_fraction,
                    help=f"fraction of clip ids reserved for the test split (default {defaults.held_out_fraction})")
     p.add_argument("--hold-out", action="append", default=[], metavar="SHAPE:COLOUR",
                    help="a (shape, colour) kept out of train/test, used by the novel split (repeatable)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dynamicrafter.cli.options import finite_float
+
 EXAMPLES = """examples:
   dynamicrafter recipe tiny --out runs/tiny                   # all stages, resumable (~65 min + 35 min ablations)
   dynamicrafter recipe tiny --out runs/tiny --ship src/dynamicrafter/weights/dynamicrafter_tiny.safetensors
@@ -12,16 +14,16 @@ EXAMPLES = """examples:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("recipe", help="train and evaluate the project's small DynamiCrafter",
-                              description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description=__doc__, epilog=EXAMPLES,
+                              formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="recipe_command", metavar="RECIPE", required=True)
     tiny = sub.add_parser("tiny", help="train every stage (autoencoder, CLIP towers, T2V base, stages i-iii)")
     tiny.add_argument("--out", default="runs/tiny", help="run folder (resumable)")
     tiny.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test of the recipe)")
     tiny.add_argument("--no-ablations", action="store_true", help="skip the two ablation models")
     tiny.add_argument("--ship", help="write the full model (fp16) to this .safetensors path")
-    tiny.add_argument("--steps-scale", type=float, default=1.0,
+    tiny.add_argument("--steps-scale", type=finite_float, default=1.0,
                       help="multiply the diffusion stages' steps (e.g. 10 on a GPU; the defaults fit a 2-core CPU)")
     tiny.set_defaults(func=run_tiny)
     report = sub.add_parser("report", help="evaluate the trained variants on held-out clips: table + figure")

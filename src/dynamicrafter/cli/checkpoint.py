@@ -6,24 +6,24 @@ import argparse
 import math
 from collections import Counter, defaultdict
 
-from dynamicrafter.checkpoint import (
-    components,
-    config_from_metadata,
-    describe,
-    detect_preset,
-    is_known_unused,
-    read_state_dict,
-)
-from dynamicrafter.config import PRESETS
 
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("inspect", help="show what a checkpoint file holds", description=__doc__)
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description=__doc__)
     p.add_argument("checkpoint", help=".ckpt or .safetensors file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynamicrafter.checkpoint import (
+        components,
+        config_from_metadata,
+        describe,
+        detect_preset,
+        is_known_unused,
+        read_state_dict,
+    )
+    from dynamicrafter.config import PRESETS
+
     sd = read_state_dict(args.checkpoint)
     config = config_from_metadata(sd)
     detected = detect_preset(sd, args.checkpoint)

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from dynamicrafter.cli.options import finite_float
 from dynamicrafter.errors import UserError
 
 EXAMPLES = """examples:
@@ -24,13 +25,21 @@ torchrun or SLURM start one process per device and pass the same --devices / --n
       -m dynamicrafter.cli train --strategy ddp --devices 8 --num-nodes 2 ..."""
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from dynamicrafter.training.config import PRECISIONS, STAGES, STRATEGIES
-
-    p = subparsers.add_parser("train", help="train a stage (i, ii, iii, t2v, finetune) with Lightning",
-                              description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description=__doc__, epilog=EXAMPLES,
+                              formatter_class=argparse.RawTextHelpFormatter)
     # every option defaults to None: unset options take TrainConfig's value, or the resumed run's
-    g = p.add_argument_group("what to train")
+    _model_arguments(p.add_argument_group("what to train"))
+    _data_arguments(p.add_argument_group("data"))
+    _optimization_arguments(p.add_argument_group("optimization"))
+    _engine_arguments(p.add_argument_group("engine"))
+    _run_arguments(p.add_argument_group("run folder"))
+    p.set_defaults(func=run)
+
+
+def _model_arguments(g: argparse._ArgumentGroup) -> None:
+    from dynamicrafter.training.config import STAGES
+
     g.add_argument("--stage", choices=list(STAGES), help="i: P + image cross-attention on the image model; ii: P + "
                    "spatial layers; iii: P + spatial with VDG; t2v: base text-to-video U-Net; finetune: from --init")
     g.add_argument("--config", dest="model", metavar="PRESET_OR_YAML",
@@ -46,14 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="U-Net input channels (4: no VDG; 8: VDG, zeros before stage iii); default: per stage")
     g.add_argument("--interp", action=argparse.BooleanOptionalAction, default=None,
                    help="interpolation / looping mode: first + last frame latents in VDG (default: the model's)")
-    g.add_argument("--interp-fraction", type=float,
+    g.add_argument("--interp-fraction", type=finite_float,
                    help="fraction of samples trained with first + last frame VDG (one model for animation and "
                         "interpolation / loops; default 0)")
     g.add_argument("--rand-cond-frame", action=argparse.BooleanOptionalAction, default=None,
                    help="condition on a random frame of the clip (default: on, off for interpolation and stage i)")
-    g.add_argument("--uncond-prob", type=float, help="CFG dropout probability per case (released 0.05)")
+    g.add_argument("--uncond-prob", type=finite_float, help="CFG dropout probability per case (released 0.05)")
 
-    g = p.add_argument_group("data")
+
+def _data_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--data", help="index (.csv/.jsonl: WebVid or path,caption[,fps]; images for stage i), a folder "
                                   "holding one, or synthetic:N")
     g.add_argument("--data-root", help="folder the index's paths are relative to (WebVid: the videos folder)")
@@ -66,17 +76,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, help="clips per device and step (released 2)")
     g.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 2)")
 
-    g = p.add_argument_group("optimization")
+
+def _optimization_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--max-steps", type=int, help="optimizer steps to train (total, also when resuming)")
-    g.add_argument("--lr", type=float, help="AdamW learning rate (released 1e-5)")
+    g.add_argument("--lr", type=finite_float, help="AdamW learning rate (released 1e-5)")
     g.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps, then constant (default 0)")
     g.add_argument("--accumulate-grad-batches", type=int, help="batches per optimizer step (released 2)")
-    g.add_argument("--gradient-clip", dest="gradient_clip_val", type=float, help="gradient norm clip (released 0.5)")
+    g.add_argument("--gradient-clip", dest="gradient_clip_val", type=finite_float,
+                   help="gradient norm clip (released 0.5)")
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute U-Net activations in the backward pass (less memory, ~30%% slower)")
-    g.add_argument("--ema-decay", type=float, help="keep an EMA of the trainable weights (e.g. 0.9999); exported")
+    g.add_argument("--ema-decay", type=finite_float,
+                   help="keep an EMA of the trainable weights (e.g. 0.9999); exported")
 
-    g = p.add_argument_group("engine")
+
+def _engine_arguments(g: argparse._ArgumentGroup) -> None:
+    from dynamicrafter.training.config import PRECISIONS, STRATEGIES
+
     g.add_argument("--strategy", choices=list(STRATEGIES), help="auto (one device), ddp, fsdp, deepspeed_stage_2/3")
     g.add_argument("--devices", type=int, help="devices per node (default 1)")
     g.add_argument("--num-nodes", type=int, help="nodes (default 1)")
@@ -84,7 +100,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", choices=list(PRECISIONS), help="32 (default), 16-mixed, bf16-mixed")
     g.add_argument("--seed", type=int, help="seed of the data order and of every random draw (released 20230211)")
 
-    g = p.add_argument_group("run folder")
+
+def _run_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--run-dir", help="where checkpoints, samples, logs and model.safetensors go (default runs/train)")
     g.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue the run in --run-dir from its newest checkpoint (or CHECKPOINT), exactly")
@@ -96,7 +113,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--logger", choices=["auto", "tensorboard", "csv"], default="auto",
                    help="auto: TensorBoard when installed, else CSV")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def _size(text: str) -> tuple[int, int]:

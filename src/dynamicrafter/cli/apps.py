@@ -11,19 +11,24 @@ import inspect
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from dynamicrafter.commands.common import (
+from dynamicrafter.cli.options import (
     add_model_options,
+    add_output_options,
     add_sampling_options,
     check_output_path,
+    check_writable_folder,
     generator_for,
     load_pipeline,
+    positive_fps,
     resolve_seed,
     sampling_options,
 )
 from dynamicrafter.errors import UserError
-from dynamicrafter.media import atomic_path, save_video
 from dynamicrafter.options import LOOP_METHODS
+
+OUTPUT_HELP = "output video (.mp4/.gif/.webp, or a folder for PNGs)"
 
 INTERPOLATE_EXAMPLES = """examples:
   dynamicrafter interpolate smile_01.png smile_02.png -p "a smiling girl" -c interp/model.ckpt -o smile.mp4
@@ -54,21 +59,29 @@ LAMBDA_EXAMPLES = """examples:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    fmt = argparse.RawTextHelpFormatter
-    p = subparsers.add_parser("interpolate", help="generative frame interpolation between 2 or more keyframes",
-                              description=_doc(run_interpolate), epilog=INTERPOLATE_EXAMPLES, formatter_class=fmt)
+def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    builders = {"interpolate": (run_interpolate, INTERPOLATE_EXAMPLES, _interpolate_arguments),
+                "loop": (run_loop, LOOP_EXAMPLES, _loop_arguments),
+                "story": (run_story, STORY_EXAMPLES, _story_arguments),
+                "lambda": (run_lambda, LAMBDA_EXAMPLES, _lambda_arguments)}
+    func, examples, add_arguments = builders[name]
+    p = subparsers.add_parser(name, help=help_text, description=_doc(func), epilog=examples,
+                              formatter_class=argparse.RawTextHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=func)
+
+
+def _interpolate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("keyframes", nargs="+", help="2 or more keyframe images, in order")
-    p.add_argument("--output", "-o", required=True, help="output video (.mp4/.gif/.webp, or a folder for PNGs)")
+    add_output_options(p, OUTPUT_HELP)
     p.add_argument("--prompts-file", help="one prompt per line: one for all segments, or one per segment")
     add_sampling_options(p, multiple_prompts=True)
     add_model_options(p)
-    p.set_defaults(func=run_interpolate)
 
-    p = subparsers.add_parser("loop", help="a seamlessly looping video from one image",
-                              description=_doc(run_loop), epilog=LOOP_EXAMPLES, formatter_class=fmt)
+
+def _loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="input image (the loop's first frame)")
-    p.add_argument("--output", "-o", required=True, help="output video (.mp4/.gif/.webp, or a folder for PNGs)")
+    add_output_options(p, OUTPUT_HELP)
     p.add_argument("--method", choices=list(LOOP_METHODS),
                    help="ring: the image animated on a circular timeline, every frame distinct\n"
                         "  (default for image-to-video models)\n"
@@ -80,26 +93,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(by default the saved video plays seamlessly when repeated)")
     add_sampling_options(p)
     add_model_options(p)
-    p.set_defaults(func=run_loop)
 
-    p = subparsers.add_parser("story", help="render a script of shots into one video (+ a sidecar to re-render)",
-                              description=_doc(run_story), epilog=STORY_EXAMPLES, formatter_class=fmt)
+
+def _story_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("script", help="story script (.yaml/.yml/.json) or a sidecar written by a previous run")
-    p.add_argument("--output", "-o", required=True, help="output video (.mp4/.gif/.webp, or a folder for PNGs)")
+    p.add_argument("--output", "-o", required=True, help=OUTPUT_HELP)
     p.add_argument("--shot", type=int, metavar="N", help="render only shot N (1-based), alone, to --output")
     p.add_argument("--sidecar", help="where to write the sidecar JSON (default: OUTPUT with suffix .story.json)")
     p.add_argument("--seed", type=int, help="base seed for shots without their own (default: the script's, or 123)")
     p.add_argument("--crossfade", type=int, help="frames blended between shots (default: the script's, or 0)")
-    p.add_argument("--fps", type=float, help="frame rate of the written video (default: the script's, or 8)")
+    p.add_argument("--fps", type=positive_fps, help="frame rate of the written video (default: the script's, or 8)")
     add_model_options(p)
-    p.set_defaults(func=run_story)
 
-    p = subparsers.add_parser("lambda", help="print and plot the per-layer lambda of a checkpoint",
-                              description=_doc(run_lambda), epilog=LAMBDA_EXAMPLES, formatter_class=fmt)
+
+def _lambda_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help=".ckpt or .safetensors file (only the attn2 tensors are read)")
     p.add_argument("--output", "-o", help="bar chart PNG (bar per layer, coloured by input / middle / output)")
     p.add_argument("--config", help="preset or YAML when the file's kind cannot be detected")
-    p.set_defaults(func=run_lambda)
 
 
 def _doc(func) -> str:
@@ -127,6 +137,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     context stream from the first frame. With N keyframes, each consecutive pair is interpolated and the duplicated
     boundary frames are removed: (N - 1) * (T - 1) + 1 frames."""
     from dynamicrafter.apps.interpolation import interpolate_keyframes
+    from dynamicrafter.media import save_video
 
     out_path = check_output_path(args.output)
     if len(args.keyframes) < 2:
@@ -138,11 +149,11 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if len(prompts) not in (1, len(args.keyframes) - 1):
         raise UserError(f"got {len(prompts)} prompts for {len(args.keyframes)} keyframes: give one prompt, or one per "
                         f"segment ({len(args.keyframes) - 1})")
+    options, seed = sampling_options(args), resolve_seed(args.seed)
     pipe = load_pipeline(args)
     t0 = time.perf_counter()
-    result = interpolate_keyframes(pipe, args.keyframes, prompts, sampling_options(args),
-                                   negative_prompt=args.negative_prompt,
-                                   generator=generator_for(resolve_seed(args.seed)))
+    result = interpolate_keyframes(pipe, args.keyframes, prompts, options, negative_prompt=args.negative_prompt,
+                                   generator=generator_for(seed))
     written = save_video(result.frames[0], out_path, fps=args.fps or pipe.config.defaults.save_fps)
     _saved(written, len(result.frames[0]), t0)
     return 0
@@ -153,17 +164,19 @@ def run_loop(args: argparse.Namespace) -> int:
     circular timeline (--method ring: T distinct frames, the last one the first one's neighbour); interpolation
     models interpolate from the image to itself with frame 0 as the closing frame (--method closed: T - 1 frames)."""
     from dynamicrafter.apps.interpolation import loop
+    from dynamicrafter.media import save_video
 
     out_path = check_output_path(args.output)
     if not Path(args.image).is_file():
         raise UserError(f"input image not found: '{args.image}'")
     if args.prompt is None:
         print("warning: no --prompt given; looping with an empty prompt")
+    options, seed = sampling_options(args), resolve_seed(args.seed)
     pipe = load_pipeline(args)
     t0 = time.perf_counter()
-    result = loop(pipe, args.image, args.prompt or "", sampling_options(args), method=args.method,
+    result = loop(pipe, args.image, args.prompt or "", options, method=args.method,
                   drop_last_frame=not args.keep_last_frame, negative_prompt=args.negative_prompt,
-                  generator=generator_for(resolve_seed(args.seed)))
+                  generator=generator_for(seed))
     written = save_video(result.frames[0], out_path, fps=args.fps or pipe.config.defaults.save_fps)
     _saved(written, len(result.frames[0]), t0)
     return 0
@@ -173,19 +186,11 @@ def run_story(args: argparse.Namespace) -> int:
     """Storytelling with shots: render every shot of a script (each with its own seed), join them with optional
     cross-fades, and write a sidecar JSON with every setting, seed and the model identity; `--shot N` re-renders
     one shot alone (from a script or a sidecar), bit-identically."""
-    from dynamicrafter.apps.story import load_story, model_mismatch, render_shot, render_story, resolve_shot, sidecar
+    from dynamicrafter.apps.story import model_mismatch, render_shot, render_story, resolve_shot, sidecar
+    from dynamicrafter.media import atomic_path, save_video
 
     out_path = check_output_path(args.output)
-    story = load_story(args.script, seed=args.seed)
-    if args.crossfade is not None:
-        if args.crossfade < 0:
-            raise UserError(f"--crossfade must be >= 0 frames, got {args.crossfade}")
-        story.crossfade = args.crossfade
-    if args.shot is not None and not 1 <= args.shot <= len(story.shots):
-        raise UserError(f"--shot {args.shot} is out of range: the script has shots 1 to {len(story.shots)}")
-    sidecar_path = Path(args.sidecar or out_path.with_name(out_path.name.split(".")[0] + ".story.json"))
-    if args.shot is None and sidecar_path.resolve() == Path(args.script).resolve():
-        raise UserError(f"the sidecar would overwrite the script '{args.script}': pass --sidecar PATH")
+    story, sidecar_path = _story_and_sidecar(args, out_path)
     recorded = story.model or {}
     args.checkpoint = args.checkpoint or story.checkpoint
     args.config = args.config or story.config
@@ -215,6 +220,25 @@ def run_story(args: argparse.Namespace) -> int:
     return 0
 
 
+def _story_and_sidecar(args: argparse.Namespace, out_path: Path) -> tuple[Any, Path]:
+    """The script with the command line's overrides, and where its sidecar goes (checked before any work)."""
+    from dynamicrafter.apps.story import load_story
+
+    story = load_story(args.script, seed=args.seed)
+    if args.crossfade is not None:
+        if args.crossfade < 0:
+            raise UserError(f"--crossfade must be >= 0 frames, got {args.crossfade}")
+        story.crossfade = args.crossfade
+    if args.shot is not None and not 1 <= args.shot <= len(story.shots):
+        raise UserError(f"--shot {args.shot} is out of range: the script has shots 1 to {len(story.shots)}")
+    sidecar_path = Path(args.sidecar or out_path.with_name(out_path.name.split(".")[0] + ".story.json"))
+    if args.shot is None and sidecar_path.resolve() == Path(args.script).resolve():
+        raise UserError(f"the sidecar would overwrite the script '{args.script}': pass --sidecar PATH")
+    if args.shot is None:
+        check_writable_folder(sidecar_path.parent, sidecar_path)
+    return story, sidecar_path
+
+
 def run_lambda(args: argparse.Namespace) -> int:
     """Print the lambda of every dual cross-attention layer of a checkpoint (learned for the 256 model:
     lambda = s * (tanh(alpha) + 1)), and plot it per layer, grouped by input / middle / output blocks (paper Fig. 2
@@ -222,12 +246,14 @@ def run_lambda(args: argparse.Namespace) -> int:
     from dynamicrafter.apps.lambdas import format_lambdas, motion_controls, plot_lambdas, read_checkpoint_lambdas
     from dynamicrafter.config import resolve_config
 
+    path = Path(args.output) if args.output else None
+    if path is not None:
+        if path.suffix.lower() != ".png":
+            raise UserError(f"--output must be a .png file, got '{path}'")
+        check_writable_folder(path.parent, path)
     lambdas = read_checkpoint_lambdas(args.checkpoint, resolve_config(args.config) if args.config else None)
     print(format_lambdas(lambdas))
     print(motion_controls(lambdas.config).describe())
-    if args.output:
-        path = Path(args.output)
-        if path.suffix.lower() != ".png":
-            raise UserError(f"--output must be a .png file, got '{path}'")
+    if path is not None:
         print(f"saved {plot_lambdas(lambdas, path)}")
     return 0
