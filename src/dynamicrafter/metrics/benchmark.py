@@ -48,6 +48,7 @@ from dynamicrafter.data.benchmark_index import probe_record
 from dynamicrafter.data.index import load_records
 from dynamicrafter.data.video import PIXEL_SCALE, VideoDecodeError, VideoReader, transform_frames
 from dynamicrafter.errors import UserError
+from dynamicrafter.fingerprint import cache_fingerprint
 from dynamicrafter.media import atomic_path, load_image, save_video
 from dynamicrafter.metrics.distributed import DistributedContext
 from dynamicrafter.metrics.evaluate import (
@@ -63,7 +64,6 @@ from dynamicrafter.metrics.evaluate import (
 from dynamicrafter.metrics.features import VideoItem, extract_features, feature_cache
 from dynamicrafter.metrics.i3d import FVD_NUM_FRAMES, FVDConfig
 from dynamicrafter.metrics.kernel import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS
-from dynamicrafter.metrics.weights import file_fingerprint
 from dynamicrafter.options import DEFAULT_SEED, SamplingOptions
 
 FeatureExtractor = Callable[[list[np.ndarray]], np.ndarray]
@@ -147,7 +147,7 @@ class BenchmarkConfig:
 
     def sampling_settings(self) -> dict[str, Any]:
         """What the sample list, the real clips and the input images depend on."""
-        return {"index": file_fingerprint(self.index), "num_samples": self.num_samples,
+        return {"index": cache_fingerprint(self.index), "num_samples": self.num_samples,
                 "frame_stride": self.frame_stride, "num_frames": self.num_frames,
                 "resolution": list(self.resolution), "seed": self.seed, "real_format": self.real_format}
 
@@ -161,7 +161,7 @@ class BenchmarkConfig:
 
     def generation_settings(self, checkpoint: Path) -> dict[str, Any]:
         """What the generated videos depend on (besides the samples)."""
-        return {"checkpoint": f"{checkpoint.name}:{file_fingerprint(checkpoint)}", "model_config": self.model_config,
+        return {"checkpoint": f"{checkpoint.name}:{cache_fingerprint(checkpoint)}", "model_config": self.model_config,
                 "steps": self.steps, "guidance_scale": self.guidance_scale, "eta": self.eta, "dtype": self.dtype}
 
 
