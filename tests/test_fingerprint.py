@@ -1,4 +1,4 @@
-"""The two file fingerprints: what each hashes (both are stored in users' files, so their definitions must not drift)."""
+"""The two file fingerprints: what each hashes (both are stored in users' files: their definitions must not drift)."""
 
 import hashlib
 

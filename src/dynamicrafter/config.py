@@ -248,9 +248,12 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def tiny_config(name: str = "tiny", *, parameterization: Parameterization = "eps", learnable_lambda: bool = True,
-                height: int = 64, width: int = 64, num_frames: int = 4) -> ModelConfig:
-    """A small model with the released architecture at reduced widths (tests, the project's own small model)."""
+def config_for_tests(name: str = "test_size", *, parameterization: Parameterization = "eps",
+                     learnable_lambda: bool = True, height: int = 64, width: int = 64, num_frames: int = 4
+                     ) -> ModelConfig:
+    """The random-weight test size: the released architecture at the smallest widths that exercise every layer
+    (64 x 64, 4 frames), for tests, examples and speed checks of code paths. Not the shipped small model: that is
+    :data:`dynamicrafter.recipe.config.TINY` (model "tiny", trained by ``dynamicrafter recipe tiny``)."""
     return ModelConfig(
         name=name,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
