@@ -35,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "spatial layers; iii: P + spatial with VDG; t2v: base text-to-video U-Net; finetune: from --init")
     g.add_argument("--config", dest="model", metavar="PRESET_OR_YAML",
                    help="model: 256, 512, 1024, 512_interp, a released YAML (training YAMLs also set lr, batch, "
-                        "frames, stride, accumulation), test_size or test_size_v (the random-weight test size); "
-                        "default: the --init file's, else test_size")
+                        "frames, stride, accumulation), test_size or test_size_v; default: --init's, else test_size")
     g.add_argument("--init", help="checkpoint to start from (released model.ckpt, .safetensors, or a run's "
                                   "model.safetensors)")
     g.add_argument("--text-encoder", help="separate CLIP text tower file (OpenCLIP ViT-H-14)")
