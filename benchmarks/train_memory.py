@@ -58,9 +58,9 @@ def parameter_counts(preset: str, trainable: str, encoders: str) -> Counts:
 
 def _config(preset: str):
     from dynamicrafter.config import get_preset
-    from dynamicrafter.training.config import TINY_MODELS
+    from dynamicrafter.training.config import TEST_SIZE_MODELS
 
-    return TINY_MODELS[preset]() if preset in TINY_MODELS else get_preset(preset)
+    return TEST_SIZE_MODELS[preset]() if preset in TEST_SIZE_MODELS else get_preset(preset)
 
 
 def available_bytes(device: str) -> int:
@@ -160,7 +160,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="512", help="256, 512, 1024, 512_interp, tiny, tiny_v")
+    parser.add_argument("--preset", default="512", help="256, 512, 1024, 512_interp, test_size, test_size_v")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--height", type=int, help="default: the preset's (320 for 512)")
     parser.add_argument("--width", type=int, help="default: the preset's (512 for 512)")

@@ -16,7 +16,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dynamicrafter.config import get_preset, tiny_config
+from dynamicrafter.config import config_for_tests, get_preset
 from dynamicrafter.models.unet import UNet3D
 from dynamicrafter.utils import parse_dtype
 
@@ -45,7 +45,7 @@ def inputs(config, batch: int, frames: int, height: int, width: int, device, dty
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="256", help="256, 512, 1024, 512_interp or tiny")
+    parser.add_argument("--preset", default="256", help="256, 512, 1024, 512_interp or test_size")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1, help="videos per call")
     parser.add_argument("--height", type=int)
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed steps (after one warm-up on CUDA)")
     args = parser.parse_args()
 
-    config = tiny_config() if args.preset == "tiny" else get_preset(args.preset)
+    config = config_for_tests() if args.preset == "test_size" else get_preset(args.preset)
     device = torch.device(args.device)
     dtype = parse_dtype(args.dtype, device)
     height, width = args.height or config.defaults.height, args.width or config.defaults.width

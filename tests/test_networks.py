@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.errors import ConfigError, UserError
 from dynamicrafter.models.attention import Attention, TemporalTransformer
 from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder, antialiased_bicubic_resize
@@ -15,7 +15,7 @@ from dynamicrafter.models.unet import UNet3D, timestep_embedding
 from dynamicrafter.models.vae import VideoVAE
 from dynamicrafter.testing import randomize_
 
-CFG = tiny_config()
+CFG = config_for_tests()
 T = CFG.unet.temporal_length
 
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dynamicrafter.conditioning import cfg_dropout_masks, vdg_latents
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.errors import UserError
 from dynamicrafter.options import SamplingOptions
 from helpers import random_image, tiny_pipeline
@@ -134,7 +134,7 @@ def test_missing_image_and_wrong_image_tensor():
 
 
 def test_v_prediction_model_runs():
-    pipe = tiny_pipeline(tiny_config(parameterization="v"))
+    pipe = tiny_pipeline(config_for_tests(parameterization="v"))
     out = pipe(IMAGE, "x", generator=torch.Generator().manual_seed(0), output_type="pt").frames
     assert torch.isfinite(out).all()
 

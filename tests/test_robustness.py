@@ -20,14 +20,14 @@ from PIL import Image
 
 from dynamicrafter.checkpoint import read_state_dict
 from dynamicrafter.cli import main
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import MAX_IMAGE_PIXELS, image_input_to_tensor, load_image, save_video
 from dynamicrafter.options import SamplingOptions
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from helpers import random_image, tiny_checkpoint, tiny_pipeline
 
-T = tiny_config().unet.temporal_length
+T = config_for_tests().unet.temporal_length
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -330,7 +330,7 @@ def test_ui_service_reads_16_bit_grey_and_refuses_oversize_in_one_line(files, tm
     with pytest.raises(UserError) as e:
         check_image(str(files["huge.png"]), "image", config)
     assert "pixels" in str(e.value) and "\n" not in str(e.value)
-    controls = controls_for(tiny_config(), config)
+    controls = controls_for(config_for_tests(), config)
     values = {name: controls[name].default for name in controls}
     with pytest.raises(UserError, match="guidance_scale must be a number"):
         check_settings(values | {"guidance_scale": math.nan}, controls, 1, False)

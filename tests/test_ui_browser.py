@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamicrafter.config import tiny_config
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.media import read_video_frames
 from helpers import tiny_checkpoint
 
@@ -28,7 +28,7 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 # without the background-networking switches Chromium's own connections are refused on a closed network
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-T = tiny_config().unet.temporal_length  # 4
+T = config_for_tests().unet.temporal_length  # 4
 EXAMPLES = Path(str(resources.files("dynamicrafter") / "assets" / "examples"))  # images shipped with the package
 MAX_PIXELS = 200_000  # the server's --max-image-pixels: campfire.png (512x320) passes, guitar.jpg (512x512) not
 STARTUP_SECONDS = 120

@@ -248,9 +248,12 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def tiny_config(name: str = "tiny", *, parameterization: Parameterization = "eps", learnable_lambda: bool = True,
-                height: int = 64, width: int = 64, num_frames: int = 4) -> ModelConfig:
-    """A small model with the released architecture at reduced widths (tests, the project's own small model)."""
+def config_for_tests(name: str = "test_size", *, parameterization: Parameterization = "eps",
+                     learnable_lambda: bool = True, height: int = 64, width: int = 64, num_frames: int = 4
+                     ) -> ModelConfig:
+    """The random-weight test size: the released architecture at the smallest widths that exercise every layer
+    (64 x 64, 4 frames), for tests, examples and speed checks of code paths. Not the shipped small model: that is
+    :data:`dynamicrafter.recipe.config.TINY` (model "tiny", trained by ``dynamicrafter recipe tiny``)."""
     return ModelConfig(
         name=name,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
@@ -294,19 +297,47 @@ def config_from_yaml(path: str | Path, name: str | None = None) -> ModelConfig:
     ``image_proj_stage_config.params`` and ``first_stage_config.params.ddconfig``. Inference defaults come from the
     preset whose network matches (the YAML files do not hold the sampling settings of ``run.sh``).
     """
+    path = Path(path)
+    params = _model_params(path)
+    unet = _unet_from_yaml(path, params)
+    resampler = ResamplerConfig()
+    if "image_proj_stage_config" in params:
+        resampler = ResamplerConfig(**params["image_proj_stage_config"]["params"])
+    unet = replace(unet, image_tokens_per_frame=resampler.num_queries)
+    vae = _vae_from_yaml(path, params)
+    schedule = _schedule_from_yaml(path, params)
+    return ModelConfig(
+        name=name or path.stem,
+        unet=unet,
+        resampler=resampler,
+        vae=vae,
+        schedule=schedule,
+        defaults=_defaults_from_yaml(params, unet, vae, schedule),
+        fs_condition_type=params.get("fps_condition_type", "fs"),
+        interp_mode=bool(params.get("interp_mode", False)),
+        uncond_prob=float(params.get("uncond_prob", 0.05)),
+    )
+
+
+def _model_params(path: Path) -> dict[str, Any]:
+    """``model.params`` of a released YAML, or a one-line error when the file is not one."""
     import yaml
 
-    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: '{path}' (pass a released YAML or a preset name: {sorted(PRESETS)})")
     with open(path) as f:
         raw = yaml.safe_load(f)
     try:
         params = raw["model"]["params"]
-        unet_params = dict(params["unet_config"]["params"])
+        dict(params["unet_config"]["params"])  # a mapping
     except (KeyError, TypeError) as e:
         raise ConfigError(f"'{path}' is not a DynamiCrafter model config (no model.params.unet_config)") from e
+    return params
 
+
+def _unet_from_yaml(path: Path, params: dict[str, Any]) -> UNetConfig:
+    """``unet_config.params``: the keys with one supported value are checked, those without effect dropped."""
+    unet_params = dict(params["unet_config"]["params"])
     for key, value in _UNET_FIXED.items():
         if key in unet_params and unet_params.pop(key) != value:
             raise ConfigError(f"'{path}': unet_config {key}={params['unet_config']['params'][key]!r} is not "
@@ -320,23 +351,25 @@ def config_from_yaml(path: str | Path, name: str | None = None) -> ModelConfig:
     for key in ("channel_mult", "attention_resolutions"):
         if key in unet_params:
             unet_params[key] = tuple(unet_params[key])
-    unet = UNetConfig(**unet_params)
+    return UNetConfig(**unet_params)
 
-    resampler = ResamplerConfig()
-    if "image_proj_stage_config" in params:
-        resampler = ResamplerConfig(**params["image_proj_stage_config"]["params"])
-    unet = replace(unet, image_tokens_per_frame=resampler.num_queries)
 
-    dd = params.get("first_stage_config", {}).get("params", {}).get("ddconfig", {})
+def _vae_from_yaml(path: Path, params: dict[str, Any]) -> VAEConfig:
+    """``first_stage_config.params`` (``ddconfig``, ``embed_dim``) and the latent ``scale_factor``."""
+    first_stage = params.get("first_stage_config", {}).get("params", {})
+    dd = first_stage.get("ddconfig", {})
     vae = VAEConfig(
         in_channels=dd.get("in_channels", 3), base_channels=dd.get("ch", 128),
         channel_mult=tuple(dd.get("ch_mult", (1, 2, 4, 4))), num_res_blocks=dd.get("num_res_blocks", 2),
-        latent_channels=params.get("first_stage_config", {}).get("params", {}).get("embed_dim", 4),
+        latent_channels=first_stage.get("embed_dim", 4),
         scale_factor=float(params.get("scale_factor", 0.18215)),
     )
     if dd.get("attn_resolutions"):
         raise ConfigError(f"'{path}': VAE attn_resolutions={dd['attn_resolutions']} is not supported (SD VAE has [])")
+    return vae
 
+
+def _schedule_from_yaml(path: Path, params: dict[str, Any]) -> ScheduleConfig:
     schedule = ScheduleConfig(
         num_timesteps=int(params.get("timesteps", 1000)),
         linear_start=float(params.get("linear_start", 0.00085)),
@@ -348,26 +381,21 @@ def config_from_yaml(path: str | Path, name: str | None = None) -> ModelConfig:
     )
     if schedule.parameterization not in ("eps", "v"):
         raise ConfigError(f"'{path}': parameterization '{schedule.parameterization}' not supported (eps or v)")
+    return schedule
 
+
+def _defaults_from_yaml(params: dict[str, Any], unet: UNetConfig, vae: VAEConfig, schedule: ScheduleConfig
+                        ) -> InferenceDefaults:
+    """The matching preset's sampling settings at the YAML's size (latent ``image_size`` x VAE factor), frames and
+    frame stride."""
     image_size = params.get("image_size", [32, 32])
     if isinstance(image_size, int):
         image_size = [image_size, image_size]
     base = _closest_preset(unet, schedule)
     scale = 2 ** (len(vae.channel_mult) - 1)
-    defaults = replace(base.defaults, height=int(image_size[0]) * scale, width=int(image_size[1]) * scale,
-                       num_frames=unet.temporal_length, frame_stride=unet.default_fs,
-                       perframe_ae=bool(params.get("perframe_ae", base.defaults.perframe_ae)))
-    return ModelConfig(
-        name=name or path.stem,
-        unet=unet,
-        resampler=resampler,
-        vae=vae,
-        schedule=schedule,
-        defaults=defaults,
-        fs_condition_type=params.get("fps_condition_type", "fs"),
-        interp_mode=bool(params.get("interp_mode", False)),
-        uncond_prob=float(params.get("uncond_prob", 0.05)),
-    )
+    return replace(base.defaults, height=int(image_size[0]) * scale, width=int(image_size[1]) * scale,
+                   num_frames=unet.temporal_length, frame_stride=unet.default_fs,
+                   perframe_ae=bool(params.get("perframe_ae", base.defaults.perframe_ae)))
 
 
 def _closest_preset(unet: UNetConfig, schedule: ScheduleConfig) -> ModelConfig:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
 import os
@@ -47,12 +46,12 @@ from dynamicrafter.apps.frames import crossfade_concat
 from dynamicrafter.apps.interpolation import loop, loop_length
 from dynamicrafter.config import PRESETS
 from dynamicrafter.errors import UserError
+from dynamicrafter.fingerprint import checkpoint_fingerprint
 from dynamicrafter.options import DEFAULT_SEED, SETTING_NAMES, SamplingOptions
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 
 SIDECAR_FORMAT = "dynamicrafter-story"
 SIDECAR_VERSION = 1
-FINGERPRINT_BYTES = 1 << 20  # the model fingerprint hashes the file size and its first and last MiB
 STORY_SIZE_SETTINGS = ("height", "width")  # set once per story (the shots are joined), not per shot
 SHOT_INPUTS = ("image", "prompt", "negative_prompt", "end_image")
 
@@ -302,20 +301,8 @@ def model_identity(pipe: DynamiCrafterPipeline) -> dict[str, Any]:
     path = pipe.checkpoint_path
     if path is not None:
         identity.update(checkpoint=str(Path(path).resolve()), size=Path(path).stat().st_size,
-                        fingerprint=file_fingerprint(path))
+                        fingerprint=checkpoint_fingerprint(path))
     return identity
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of the file size and its first and last MiB (fast on 10 GB checkpoints; catches re-saved files)."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        digest.update(f.read(FINGERPRINT_BYTES))
-        f.seek(max(size - FINGERPRINT_BYTES, 0))
-        digest.update(f.read(FINGERPRINT_BYTES))
-    return digest.hexdigest()
 
 
 def sidecar(story: Story, result: StoryResult, pipe: DynamiCrafterPipeline, fps: float) -> dict[str, Any]:
@@ -343,5 +330,5 @@ def model_mismatch(recorded: dict[str, Any] | None, pipe: DynamiCrafterPipeline)
     return "; ".join(diffs) or None
 
 
-__all__ = ["Shot", "Story", "StoryResult", "file_fingerprint", "load_story", "model_identity", "parse_story",
+__all__ = ["Shot", "Story", "StoryResult", "load_story", "model_identity", "parse_story",
            "render_shot", "render_story", "resolve_shot", "sidecar"]

@@ -107,14 +107,14 @@ the evaluate outputs (metrics.json, metrics.md, per_video.csv); re-running the s
 
 def add_benchmark_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     from dynamicrafter.cli.options import add_model_options
+    from dynamicrafter.data.benchmark_index import MAKE_INDEX_KINDS
     from dynamicrafter.metrics.benchmark import (
         DEFAULT_FRAME_STRIDE,
         DEFAULT_NUM_SAMPLES,
         DEFAULT_RESOLUTION,
-        DEFAULT_SEED,
-        MAKE_INDEX_KINDS,
         REAL_FORMATS,
     )
+    from dynamicrafter.options import DEFAULT_SEED
 
     p = subparsers.add_parser(
         name, help=help_text,
@@ -167,7 +167,8 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction, name: str, help
 
 def run_benchmark_command(args: argparse.Namespace) -> int:
     from dynamicrafter.errors import UserError
-    from dynamicrafter.metrics.benchmark import BenchmarkConfig, distributed_context, run_benchmark
+    from dynamicrafter.metrics.benchmark import BenchmarkConfig, run_benchmark
+    from dynamicrafter.metrics.distributed import distributed_context
     from dynamicrafter.metrics.evaluate import markdown_table
 
     if args.make_index:
@@ -191,8 +192,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
 
 
 def _make_index(args: argparse.Namespace) -> int:
+    from dynamicrafter.data.benchmark_index import make_msrvtt_index, make_ucf101_index
     from dynamicrafter.errors import UserError
-    from dynamicrafter.metrics.benchmark import make_msrvtt_index, make_ucf101_index
 
     if args.root is None:
         raise UserError(f"--make-index {args.make_index} needs --root (the data set folder)")

@@ -11,8 +11,8 @@ from dynamicrafter.cli.options import finite_float
 from dynamicrafter.errors import UserError
 
 EXAMPLES = """examples:
-  dynamicrafter train --stage iii --config tiny --data synthetic:500 --max-steps 2000 --run-dir runs/tiny-iii
-  dynamicrafter train --stage t2v --config tiny --data data/synth --run-dir runs/base       # own base T2V model
+  dynamicrafter train --stage iii --config test_size --data synthetic:500 --max-steps 2000 --run-dir runs/iii
+  dynamicrafter train --stage t2v --config test_size --data data/synth --run-dir runs/base  # own base T2V model
   dynamicrafter train --stage i --init runs/base/model.safetensors --data images.csv --run-dir runs/stage-i
   dynamicrafter train --stage finetune --init dynamicrafter_512/model.ckpt --config training_512_v1.0.yaml \\
       --data webvid/results_2M_train.csv --data-root webvid/videos --trainable spatial --precision bf16-mixed \\
@@ -44,7 +44,7 @@ def _model_arguments(g: argparse._ArgumentGroup) -> None:
                    "spatial layers; iii: P + spatial with VDG; t2v: base text-to-video U-Net; finetune: from --init")
     g.add_argument("--config", dest="model", metavar="PRESET_OR_YAML",
                    help="model: 256, 512, 1024, 512_interp, a released YAML (training YAMLs also set lr, batch, "
-                        "frames, stride, accumulation), tiny or tiny_v; default: the --init file's, else tiny")
+                        "frames, stride, accumulation), test_size or test_size_v; default: --init's, else test_size")
     g.add_argument("--init", help="checkpoint to start from (released model.ckpt, .safetensors, or a run's "
                                   "model.safetensors)")
     g.add_argument("--text-encoder", help="separate CLIP text tower file (OpenCLIP ViT-H-14)")

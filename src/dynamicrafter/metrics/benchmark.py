@@ -19,16 +19,13 @@ Stages, each resumable and each writing one file (or folder) per sample id, atom
 Sharding: rank ``r`` of ``world_size`` cuts, generates and extracts the features of the samples ``i`` with
 ``i % world_size == r`` and writes only their files; after a barrier (``torch.distributed``, gloo) rank 0 checks
 that every shard is complete and merges by running ``evaluate`` on the folders, where every per-video file is found
-in the cache. Launch with ``torchrun --nproc_per_node 8 -m dynamicrafter.cli benchmark ...``.
-
-Index builders (``--make-index``): UCF-101 (``UCF-101/<Class>/v_<Class>_gXX_cYY.avi``, caption = the class name made
-readable, "ApplyEyeMakeup" -> "apply eye makeup") and MSR-VTT (test videos ``video7010.mp4`` ... found under the
-root, one caption per video chosen seeded among its annotated sentences).
+in the cache. Launch with ``torchrun --nproc_per_node 8 -m dynamicrafter.cli benchmark ...``; the rank context and
+the barrier are :mod:`dynamicrafter.metrics.distributed`, the UCF-101 / MSR-VTT index builders (``--make-index``)
+:mod:`dynamicrafter.data.benchmark_index`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -36,11 +33,9 @@ import re
 import shutil
 import tempfile
 import time
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +44,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dynamicrafter.data.index import ClipRecord, load_records, write_table
+from dynamicrafter.data.benchmark_index import probe_record
+from dynamicrafter.data.index import load_records
 from dynamicrafter.data.video import PIXEL_SCALE, VideoDecodeError, VideoReader, transform_frames
 from dynamicrafter.errors import UserError
+from dynamicrafter.fingerprint import cache_fingerprint
 from dynamicrafter.media import atomic_path, load_image, save_video
+from dynamicrafter.metrics.distributed import DistributedContext
 from dynamicrafter.metrics.evaluate import (
     EvaluateConfig,
     EvaluationResult,
@@ -66,24 +64,17 @@ from dynamicrafter.metrics.evaluate import (
 from dynamicrafter.metrics.features import VideoItem, extract_features, feature_cache
 from dynamicrafter.metrics.i3d import FVD_NUM_FRAMES, FVDConfig
 from dynamicrafter.metrics.kernel import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS
-from dynamicrafter.metrics.weights import file_fingerprint
+from dynamicrafter.options import DEFAULT_SEED, SamplingOptions
 
 FeatureExtractor = Callable[[list[np.ndarray]], np.ndarray]
 
 SAMPLES_FILE = "samples.jsonl"
 STATE_FILE = "benchmark.json"
 REAL_FORMATS = ("png", "mp4")
-DEFAULT_SEED = 123  # the released scripts' seed
 DEFAULT_NUM_SAMPLES = 2048  # per data set, as in the paper
 DEFAULT_FRAME_STRIDE = 3
 DEFAULT_RESOLUTION = 256
-DIST_TIMEOUT = timedelta(hours=24)  # a barrier may wait for the slowest rank's whole shard of generation
-SOURCE_VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-UCF_FILE = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g\d+_c\d+$")
-CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-MSRVTT_SPLIT = "test"
-MAKE_INDEX_KINDS = ("ucf101", "msrvtt")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,6 +138,7 @@ class BenchmarkConfig:
             raise UserError(f"--resolution must be positive, got {self.resolution}")
         if self.real_format not in REAL_FORMATS:
             raise UserError(f"--real-format must be one of {', '.join(REAL_FORMATS)}, got '{self.real_format}'")
+        self.sampling_options()  # the generation settings are checked before any work starts
 
     @property
     def clip_span(self) -> int:
@@ -155,13 +147,21 @@ class BenchmarkConfig:
 
     def sampling_settings(self) -> dict[str, Any]:
         """What the sample list, the real clips and the input images depend on."""
-        return {"index": file_fingerprint(self.index), "num_samples": self.num_samples,
+        return {"index": cache_fingerprint(self.index), "num_samples": self.num_samples,
                 "frame_stride": self.frame_stride, "num_frames": self.num_frames,
                 "resolution": list(self.resolution), "seed": self.seed, "real_format": self.real_format}
 
+    def sampling_options(self) -> SamplingOptions:
+        """The generation settings every sample shares; unset ones take the model's released values. The frame
+        stride (or fps) and the seed are each sample's own (:func:`sample_options`)."""
+        height, width = self.resolution
+        shared = SamplingOptions.from_settings({"steps": self.steps, "guidance_scale": self.guidance_scale,
+                                                "eta": self.eta}, style="flag")
+        return shared.replace(num_frames=self.num_frames, height=height, width=width)
+
     def generation_settings(self, checkpoint: Path) -> dict[str, Any]:
         """What the generated videos depend on (besides the samples)."""
-        return {"checkpoint": f"{checkpoint.name}:{file_fingerprint(checkpoint)}", "model_config": self.model_config,
+        return {"checkpoint": f"{checkpoint.name}:{cache_fingerprint(checkpoint)}", "model_config": self.model_config,
                 "steps": self.steps, "guidance_scale": self.guidance_scale, "eta": self.eta, "dtype": self.dtype}
 
 
@@ -237,17 +237,6 @@ def _sample_id(position: int, total: int, path: str) -> str:
     return f"{position:0{width}d}_{UNSAFE_ID_CHARS.sub('_', Path(path).stem)}"
 
 
-def _probe(record: ClipRecord) -> tuple[int, float] | str:
-    """``(frames, fps)`` of a record's video, or the reason it cannot be used."""
-    if not Path(record.path).is_file():
-        return "missing"
-    try:
-        with VideoReader(record.path, fps=record.fps) as reader:
-            return len(reader), record.fps or reader.fps
-    except (VideoDecodeError, OSError):
-        return "unreadable"
-
-
 @dataclass
 class SamplingReport:
     """How the sample list was drawn: rows of the index, videos probed and usable, skips by reason, repeats."""
@@ -279,7 +268,7 @@ def make_samples(config: BenchmarkConfig, progress: bool = True) -> tuple[list[S
     with tqdm(total=config.num_samples, desc="probing videos", unit="video", disable=not progress) as bar:
         for row in order:
             probed += 1
-            info = _probe(records[row])
+            info = probe_record(records[row])
             if isinstance(info, str):
                 skipped[info] += 1
                 continue
@@ -445,6 +434,11 @@ class StageTiming:
                 "videos_per_minute": None if rate is None else round(rate, 3)}
 
 
+def sample_options(options: SamplingOptions, sample: Sample, seed: int, pipeline: Any) -> SamplingOptions:
+    """One sample's generation settings: the shared ``options`` with its motion input and its own seed."""
+    return options.replace(frame_stride=fs_condition(sample, pipeline), seed=sample_seed(seed, sample.sample_id))
+
+
 def generate_videos(samples: Sequence[Sample], config: BenchmarkConfig, paths: BenchmarkPaths,
                     load_pipeline: Callable[[], Any], rank: int = 0, world_size: int = 1,
                     progress: bool = True) -> StageTiming:
@@ -455,17 +449,17 @@ def generate_videos(samples: Sequence[Sample], config: BenchmarkConfig, paths: B
     if not todo:
         return timing
     pipeline = load_pipeline()
-    height, width = config.resolution
+    shared = config.sampling_options()
     fps = float(getattr(pipeline.config.defaults, "save_fps", 8.0))
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc="generating", unit="video",
               disable=not progress) as bar:
         for sample in todo:
             t0 = time.perf_counter()
             image = load_image(paths.input_image(sample.sample_id))
-            out = pipeline(image, sample.caption, num_frames=config.num_frames, height=height, width=width,
-                           num_inference_steps=config.steps, guidance_scale=config.guidance_scale, eta=config.eta,
-                           frame_stride=fs_condition(sample, pipeline), output_type="pt",
-                           generator=torch.Generator().manual_seed(sample_seed(config.seed, sample.sample_id)))
+            options = sample_options(shared, sample, config.seed, pipeline)
+            # the generator is the one options.seed makes, passed explicitly so that a wrapping pipeline sees it
+            out = pipeline(image, sample.caption, options, output_type="pt",
+                           generator=torch.Generator().manual_seed(options.seed))
             save_video(out.frames[0], paths.generated_video(sample.sample_id), fps=fps)
             timing.videos += 1
             timing.seconds += time.perf_counter() - t0
@@ -549,10 +543,47 @@ def run_benchmark(config: BenchmarkConfig, rank: int = 0, world_size: int = 1, *
     """
     if not 0 <= rank < world_size:
         raise UserError(f"rank must be in [0, {world_size}), got {rank}")
-    sync = barrier or (lambda: None)
+    dist = DistributedContext(rank, world_size, local_rank, barrier)
     progress = config.progress and rank == 0
     say = log if rank == 0 else (lambda line: log(f"[rank {rank}] {line}"))
     paths = BenchmarkPaths(config.out_dir, config.real_format)
+    checkpoint = _open_run(config, paths, pipeline, rank)
+
+    # weights first, so a wrong path fails before hours of generation
+    device = _device(config, local_rank)
+    eval_config = _evaluate_config(config, paths, device)
+    models = _metric_models(eval_config, device, i3d, distance)
+    if rank == 0:
+        for notice in models.notices:
+            log(notice)
+
+    # 1. samples, 2. real clips and input images, 3. generated videos
+    samples = _shared_samples(config, paths, dist, progress, say)
+    prepare_clips(samples, config, paths, rank, world_size, progress)
+    load = (lambda: pipeline) if pipeline is not None else _pipeline_loader(config, checkpoint, device)
+    generation = generate_videos(samples, config, paths, load, rank, world_size, progress)
+    _say_timing("generated", generation, say)
+    # 4. this rank's per-video metrics and features (cached: the merge finds them)
+    features = _extract_shard(samples, config, paths, models.i3d, models.distance, rank, world_size, progress)
+    _say_timing("features of", features, say)
+    dist.sync()
+    if rank != 0:
+        return None
+    # 5. merge: every per-video file is in the cache
+    _check_complete(samples, paths, world_size)
+    result = _merge(eval_config, models, log)
+    state = _read_state(paths.state)
+    state["timing_rank0"] = {"generation": generation.to_json(), "features": features.to_json(),
+                             "world_size": world_size, "device": device}
+    _write_state(paths.state, state)
+    return result
+
+
+def _open_run(config: BenchmarkConfig, paths: BenchmarkPaths, pipeline: Any | None, rank: int) -> Path | None:
+    """Check the inputs and refuse an OUT folder that holds a run with other settings; rank 0 records the settings.
+
+    Returns the checkpoint to load (the default model's when none is given; None for an injected pipeline).
+    """
     if not config.index.is_file():
         raise UserError(f"index file not found: '{config.index}' (build one with --make-index ucf101|msrvtt)")
     if config.checkpoint is not None and not config.checkpoint.exists():
@@ -569,50 +600,50 @@ def run_benchmark(config: BenchmarkConfig, rank: int = 0, world_size: int = 1, *
     _check_settings(state, settings, config.out_dir)
     if rank == 0 and not state.get("settings"):
         _write_state(paths.state, {**state, "settings": settings})
+    return checkpoint
 
-    # weights first, so a wrong path fails before hours of generation
-    device = _device(config, local_rank)
+
+@dataclass
+class MetricModels:
+    """The feature extractors of the scores, injected or loaded (None: that score is skipped), and the notices
+    printed for the skipped ones."""
+
+    i3d: FeatureExtractor | None
+    distance: PerceptualDistance | None
+    notices: list[str]
+
+
+def _metric_models(eval_config: EvaluateConfig, device: str, i3d: FeatureExtractor | None,
+                   distance: PerceptualDistance | None) -> MetricModels:
     notices: list[str] = []
-    eval_config = _evaluate_config(config, paths, device)
     if distance is None:
         distance = _load_distance(eval_config, device, notices)
     if i3d is None:
         i3d = _load_i3d(eval_config, True, notices)
-    if rank == 0:
-        for notice in notices:
-            log(notice)
+    return MetricModels(i3d, distance, notices)
 
-    # 1. samples (rank 0 draws and writes them; the others read them after the barrier)
-    samples = _load_or_make_samples(config, paths, rank == 0, progress, say) if rank == 0 else []
-    sync()
-    if rank != 0:
-        samples = _load_or_make_samples(config, paths, False, progress, say)
-    # 2. real clips and input images, 3. generated videos
-    prepare_clips(samples, config, paths, rank, world_size, progress)
-    load = (lambda: pipeline) if pipeline is not None else _pipeline_loader(config, checkpoint, device)
-    generation = generate_videos(samples, config, paths, load, rank, world_size, progress)
-    if generation.videos:
-        say(f"generated {generation.videos} videos in {generation.seconds:.1f}s "
-            f"({generation.per_minute:.2f} videos/minute)")
-    # 4. this rank's per-video metrics and features (cached: the merge finds them)
-    features = _extract_shard(samples, config, paths, i3d, distance, rank, world_size, progress)
-    if features.videos:
-        say(f"features of {features.videos} videos in {features.seconds:.1f}s "
-            f"({features.per_minute:.2f} videos/minute)")
-    sync()
-    if rank != 0:
-        return None
 
-    # 5. merge: every per-video file is in the cache; evaluate writes metrics.json / .md and per_video.csv
-    _check_complete(samples, paths, world_size)
-    shown = set(notices)
-    result = evaluate(eval_config, i3d=i3d, distance=distance,
-                      log=lambda line: None if line in shown else log(line))
-    state = _read_state(paths.state)
-    state["timing_rank0"] = {"generation": generation.to_json(), "features": features.to_json(),
-                             "world_size": world_size, "device": device}
-    _write_state(paths.state, state)
-    return result
+def _shared_samples(config: BenchmarkConfig, paths: BenchmarkPaths, dist: DistributedContext, progress: bool,
+                    log: Callable[[str], None]) -> list[Sample]:
+    """The sample list every rank works on: rank 0 draws and writes it, the others read it after the barrier."""
+    samples = _load_or_make_samples(config, paths, True, progress, log) if dist.rank == 0 else []
+    dist.sync()
+    if dist.rank != 0:
+        samples = _load_or_make_samples(config, paths, False, progress, log)
+    return samples
+
+
+def _say_timing(what: str, timing: StageTiming, say: Callable[[str], None]) -> None:
+    if timing.videos:
+        say(f"{what} {timing.videos} videos in {timing.seconds:.1f}s ({timing.per_minute:.2f} videos/minute)")
+
+
+def _merge(eval_config: EvaluateConfig, models: MetricModels, log: Callable[[str], None]) -> EvaluationResult:
+    """``evaluate`` on the complete folders (it finds every per-video file in the cache and writes metrics.json /
+    .md and per_video.csv); the notices already printed are not repeated."""
+    shown = set(models.notices)
+    return evaluate(eval_config, i3d=models.i3d, distance=models.distance,
+                    log=lambda line: None if line in shown else log(line))
 
 
 def _extract_shard(samples: Sequence[Sample], config: BenchmarkConfig, paths: BenchmarkPaths,
@@ -637,168 +668,8 @@ def _extract_shard(samples: Sequence[Sample], config: BenchmarkConfig, paths: Be
     return StageTiming(computed, time.perf_counter() - t0)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# torch.distributed
-# ----------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """This process's place in a torchrun launch (RANK / WORLD_SIZE / LOCAL_RANK; 0 / 1 / 0 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    barrier: Callable[[], Any] | None = None
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value.strip() else default
-    except ValueError:
-        raise UserError(f"environment variable {name} must be an integer, got '{value}'") from None
-
-
-@contextlib.contextmanager
-def distributed_context() -> Iterator[DistributedContext]:
-    """The rank context from the environment; with ``WORLD_SIZE > 1`` a gloo process group provides the barrier.
-
-    gloo works for CPU and GPU ranks alike and on any number of nodes (``MASTER_ADDR`` / ``MASTER_PORT`` from
-    torchrun); only barriers are exchanged, so NCCL brings nothing, and gloo's timeout is set long enough for the
-    slowest rank's shard.
-    """
-    rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    if world_size <= 1:
-        yield DistributedContext()
-        return
-    import torch.distributed as dist
-
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=DIST_TIMEOUT)
-    try:
-        yield DistributedContext(rank, world_size, local_rank, dist.barrier)
-    finally:
-        dist.destroy_process_group()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Index builders
-# ----------------------------------------------------------------------------------------------------------------
-
-def readable_class_name(name: str) -> str:
-    """UCF-101 class folder -> text prompt: ``ApplyEyeMakeup`` -> ``apply eye makeup``, ``YoYo`` -> ``yo yo``."""
-    return CAMEL_BOUNDARY.sub(" ", name.replace("_", " ")).lower().strip()
-
-
-def _probe_fps(path: Path) -> float | None:
-    try:
-        with VideoReader(path) as reader:
-            return reader.fps
-    except (VideoDecodeError, OSError):
-        return None
-
-
-def _index_rows(entries: list[tuple[Path, str]], out: Path, progress: bool) -> tuple[list[dict[str, Any]], int]:
-    """Rows (path relative to the index's folder, caption, fps) and the number of unreadable videos."""
-    base = out.resolve().parent
-    rows, unreadable = [], 0
-    for path, caption in tqdm(entries, desc="reading video headers", unit="video", disable=not progress):
-        fps = _probe_fps(path)
-        unreadable += fps is None
-        rows.append({"path": os.path.relpath(path.resolve(), base), "caption": caption,
-                     "fps": None if fps is None else round(fps, 6)})
-    return rows, unreadable
-
-
-def _split_names(split_list: Path | None) -> set[str] | None:
-    if split_list is None:
-        return None
-    if not split_list.is_file():
-        raise UserError(f"split list not found: '{split_list}' (UCF-101's ucfTrainTestlist/testlist0X.txt)")
-    names = {Path(line.split()[0]).name for line in split_list.read_text().splitlines() if line.strip()}
-    if not names:
-        raise UserError(f"split list '{split_list}' lists no videos")
-    return names
-
-
-def make_ucf101_index(root: Path, out: Path, split_list: Path | None = None, progress: bool = True
-                      ) -> dict[str, int]:
-    """Index of ``root/<Class>/v_<Class>_gXX_cYY.avi`` (a flat folder works too): caption = readable class name.
-
-    ``split_list`` (e.g. ``testlist01.txt``) keeps only the listed videos. Returns counts for the summary line.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"UCF-101 folder not found: '{root}' (pass --root UCF-101/, the folder of class folders)")
-    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SOURCE_VIDEO_EXTENSIONS)
-    wanted = _split_names(split_list)
-    if wanted is not None:
-        videos = [p for p in videos if p.name in wanted]
-    if not videos:
-        raise UserError(f"no videos (.avi/.mp4 ...) under '{root}'" + (" in the split list" if wanted else ""))
-    entries = []
-    for path in videos:
-        # the class folder names the class (UCF's HandstandPushups/ holds v_HandStandPushups_*.avi); a flat folder
-        # falls back on the file name
-        match = UCF_FILE.match(path.stem)
-        class_name = path.parent.name if path.parent != root or not match else match.group("cls")
-        entries.append((path, readable_class_name(class_name)))
-    rows, unreadable = _index_rows(entries, out, progress)
-    write_table(rows, out, columns=["path", "caption", "fps"])
-    missing = len(wanted) - len(videos) if wanted is not None else 0
-    return {"videos": len(rows), "classes": len({c for _, c in entries}), "unreadable": unreadable,
-            "listed_but_missing": missing}
-
-
-def make_msrvtt_index(root: Path, annotations: Path, out: Path, seed: int = DEFAULT_SEED, progress: bool = True
-                      ) -> dict[str, int]:
-    """Index of MSR-VTT's test videos (``split == "test"`` in the annotation JSON) found anywhere under ``root``.
-
-    The caption of a video is one of its annotated sentences, chosen with a generator seeded by ``seed`` and the
-    video id (the same choice whatever the order of the file).
-    """
-    root, annotations = Path(root), Path(annotations)
-    if not root.is_dir():
-        raise UserError(f"MSR-VTT folder not found: '{root}' (pass --root, the folder holding video7010.mp4 ...)")
-    if not annotations.is_file():
-        raise UserError(f"annotation file not found: '{annotations}' (pass --annotations test_videodatainfo.json)")
-    try:
-        data = json.loads(annotations.read_text())
-        videos, sentences = data["videos"], data["sentences"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"'{annotations}' is not an MSR-VTT annotation file with 'videos' and 'sentences' ({e})") \
-            from e
-    test_ids = [v["video_id"] for v in videos if v.get("split", MSRVTT_SPLIT) == MSRVTT_SPLIT]
-    if not test_ids:
-        raise UserError(f"'{annotations}' lists no test videos (split 'test'); pass test_videodatainfo.json")
-    captions: dict[str, list[tuple[int, str]]] = {}
-    for s in sentences:
-        captions.setdefault(s["video_id"], []).append((int(s.get("sen_id", 0)), str(s["caption"]).strip()))
-    files = {p.stem: p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in SOURCE_VIDEO_EXTENSIONS}
-    entries, missing, uncaptioned = [], 0, 0
-    for video_id in sorted(test_ids, key=lambda v: (len(v), v)):
-        if video_id not in files:
-            missing += 1
-            continue
-        options = sorted(captions.get(video_id, []))
-        if not options:
-            uncaptioned += 1
-            continue
-        rng = np.random.default_rng([seed, zlib.crc32(video_id.encode())])
-        entries.append((files[video_id], options[int(rng.integers(len(options)))][1]))
-    if not entries:
-        raise UserError(f"none of the {len(test_ids)} test videos of '{annotations}' is under '{root}' "
-                        f"(expected files like {test_ids[0]}.mp4)")
-    rows, unreadable = _index_rows(entries, out, progress)
-    write_table(rows, out, columns=["path", "caption", "fps"])
-    return {"videos": len(rows), "missing": missing, "without_caption": uncaptioned, "unreadable": unreadable}
-
-
 __all__ = [
-    "BenchmarkConfig", "BenchmarkPaths", "DistributedContext", "Sample", "SamplingReport", "cut_clip",
-    "distributed_context", "generate_videos", "make_msrvtt_index", "make_samples", "make_ucf101_index",
-    "parse_resolution", "prepare_clips", "read_samples", "readable_class_name", "run_benchmark", "sample_seed",
-    "write_samples",
+    "BenchmarkConfig", "BenchmarkPaths", "Sample", "SamplingReport", "StageTiming", "cut_clip", "generate_videos",
+    "make_samples", "parse_resolution", "prepare_clips", "read_samples", "run_benchmark", "sample_options",
+    "sample_seed", "write_samples",
 ]

@@ -41,8 +41,8 @@ from PIL import Image
 from torch import nn
 
 from dynamicrafter.errors import CheckpointError, ConfigError
+from dynamicrafter.fingerprint import cache_fingerprint
 from dynamicrafter.media import atomic_path
-from dynamicrafter.metrics.weights import file_fingerprint
 
 DREAMSIM_IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -453,7 +453,7 @@ def load_dreamsim(path: str | Path, dreamsim_type: str | None = None, config: Dr
 def dreamsim_distance_from_file(path: str | Path, device: str | torch.device = "cpu",
                                 dreamsim_type: str | None = None) -> DreamSimDistance:
     model = load_dreamsim(path, dreamsim_type)
-    return DreamSimDistance(model, device, fingerprint=file_fingerprint(path), source=Path(path).name)
+    return DreamSimDistance(model, device, fingerprint=cache_fingerprint(path), source=Path(path).name)
 
 
 def pic_from_distances(distances: Sequence[float] | np.ndarray) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dynamicrafter.errors import UserError
+from dynamicrafter.fingerprint import cache_fingerprint
 from dynamicrafter.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_path, load_image
 from dynamicrafter.metrics.dreamsim import pic_from_distances
 from dynamicrafter.metrics.features import (
@@ -41,7 +42,6 @@ from dynamicrafter.metrics.weights import (
     I3D_WEIGHTS,
     LPIPS_ALEXNET_WEIGHTS,
     LPIPS_WEIGHTS,
-    file_fingerprint,
     missing_weights_notice,
     resolve_weights,
 )
@@ -184,7 +184,7 @@ class InputSource:
 
     def stamp(self) -> str:
         if self.kind == "image" and self.image is not None:
-            return f"image:{file_fingerprint(self.image)}"
+            return f"image:{cache_fingerprint(self.image)}"
         if self.kind == "real_first_frame" and self.real is not None:
             return f"real:{self.real.stamp(1)}"
         return "none"

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dynamicrafter.fingerprint import cache_fingerprint
 from dynamicrafter.media import MediaError, atomic_path, read_video_frames
-from dynamicrafter.metrics.weights import file_fingerprint
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -44,7 +44,7 @@ class VideoItem:
 
     def stamp(self, num_frames: int | None = None) -> str:
         """Identity of the clip's content for cache validation (file fingerprint + clip geometry)."""
-        return f"{file_fingerprint(self.path)}:{self.start_frame}:{self.frame_stride}:{num_frames}"
+        return f"{cache_fingerprint(self.path)}:{self.start_frame}:{self.frame_stride}:{num_frames}"
 
 
 def read_clip(item: VideoItem, num_frames: int | None = None) -> np.ndarray:

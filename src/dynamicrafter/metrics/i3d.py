@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicrafter.errors import CheckpointError, ConfigError
-from dynamicrafter.metrics.weights import file_fingerprint
+from dynamicrafter.fingerprint import cache_fingerprint
 
 I3D_NUM_CLASSES = 400
 I3D_INPUT_SIZE = 224
@@ -347,7 +347,7 @@ class I3DFeatureExtractor:
         else:
             network = load_inception_i3d(load_i3d_state_dict(path), source=f"'{path}'")
             kind = "state_dict"
-        return cls(network, kind, config, fingerprint=file_fingerprint(path), source=path.name)
+        return cls(network, kind, config, fingerprint=cache_fingerprint(path), source=path.name)
 
     @property
     def description(self) -> str:

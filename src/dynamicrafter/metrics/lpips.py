@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicrafter.errors import CheckpointError
+from dynamicrafter.fingerprint import cache_fingerprint
 from dynamicrafter.metrics.dreamsim import DREAMSIM_IMAGE_SIZE, FRAME_BATCH, dreamsim_preprocess
-from dynamicrafter.metrics.weights import file_fingerprint
 
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -118,5 +118,5 @@ class LPIPSDistance:
 
 def lpips_distance_from_files(lins_path: str | Path, alexnet_path: str | Path,
                               device: str | torch.device = "cpu") -> LPIPSDistance:
-    fingerprint = file_fingerprint(lins_path)[:6] + file_fingerprint(alexnet_path)[:6]
+    fingerprint = cache_fingerprint(lins_path)[:6] + cache_fingerprint(alexnet_path)[:6]
     return LPIPSDistance(load_lpips(lins_path, alexnet_path), device, fingerprint)

@@ -7,7 +7,6 @@ caller insists, a one-line :class:`MissingWeightsError` names the file to fetch 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,6 @@ ENV_I3D = "DYNAMICRAFTER_I3D"
 ENV_DREAMSIM = "DYNAMICRAFTER_DREAMSIM"
 ENV_LPIPS = "DYNAMICRAFTER_LPIPS"
 ENV_LPIPS_ALEXNET = "DYNAMICRAFTER_LPIPS_ALEXNET"
-
-# bytes hashed from each end of a weight file for its cache fingerprint (hashing a 1 GB file whole takes seconds)
-FINGERPRINT_CHUNK = 1 << 20
 
 
 class MissingWeightsError(UserError):
@@ -97,19 +93,3 @@ def require_weights(path: str | os.PathLike | None, spec: WeightSpec) -> Path:
 def missing_weights_notice(spec: WeightSpec) -> str:
     """The one-line notice printed when a metric is skipped for want of its weights."""
     return _missing_message(spec)
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """A short content fingerprint of a weight file (or folder) for cache keys: sha256 of sizes and end chunks."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with open(file, "rb") as f:
-            digest.update(f.read(FINGERPRINT_CHUNK))
-            if size > FINGERPRINT_CHUNK:
-                f.seek(max(size - FINGERPRINT_CHUNK, FINGERPRINT_CHUNK))
-                digest.update(f.read())
-    return digest.hexdigest()[:12]

@@ -25,6 +25,8 @@ STAGE_ROWS = (
     ("no_context", "ablation: VDG only (same steps as i + ii + iii)", None, "video_batch"),
     ("no_vdg_iii", "ablation without VDG: stage iii-no-vdg (stages i, ii shared)", "stage3_steps", "video_batch"),
 )
+# the stages of the shipped model (the others are the ablations)
+SHIPPED_STAGES = ("autoencoder", "clip", "latents", "t2v", "stage_i", "stage_ii", "stage_iii", "stage_iii_multi")
 
 
 def _commit() -> str:
@@ -61,17 +63,33 @@ def _motion_status(results: dict) -> str:
 
 
 def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Path:
-    recipe = json.loads((run / "recipe.json").read_text())
-    timings = json.loads((run / "timings.json").read_text())
-    budget = recipe["budget"]
-    vae = json.loads((run / "autoencoder" / "result.json").read_text())
-    clip = json.loads((run / "clip" / "result.json").read_text())
-    results = json.loads((report / "results.json").read_text())
+    """Write the model card of ``weights`` (trained in the recipe folder ``run``, measured in ``report``)."""
+    recipe = _read_json(run / "recipe.json")
+    timings = _read_json(run / "timings.json")
+    vae = _read_json(run / "autoencoder" / "result.json")
+    clip = _read_json(run / "clip" / "result.json")
+    results = _read_json(report / "results.json")
     model = load_model(weights)
     params = {name: sum(p.numel() for p in model.component(name).parameters()) for name in COMPONENTS}
-    steps_total = budget["stage1_steps"] + budget["stage2_steps"] + budget["stage3_steps"]
-
     lines = [
+        *_intro_lines(weights, results),
+        *_architecture_lines(params, vae),
+        *_data_lines(recipe),
+        *_training_lines(recipe["budget"], timings, vae, clip),
+        *_measured_lines(results),
+    ]
+    with atomic_path(destination) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return destination
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _intro_lines(weights: Path, results: dict) -> list[str]:
+    """Title, provenance, what the model does and whether it follows the prompt's motion."""
+    return [
         "# dynamicrafter_tiny: the project's small DynamiCrafter",
         "",
         f"`{weights.name}` ({weights.stat().st_size / 2**20:.1f} MiB, float16 safetensors with its config in the "
@@ -91,6 +109,11 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         "",
         _motion_status(results),
         "",
+    ]
+
+
+def _architecture_lines(params: dict[str, int], vae: dict) -> list[str]:
+    return [
         "## Architecture (the released code at small widths)",
         "",
         "| network | parameters | configuration |",
@@ -105,52 +128,73 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         f"final LayerNorm), the CLIP BPE vocabulary |",
         f"| CLIP image | {params['image_encoder'] / 1e6:.2f} M | 32 px, patch 4, width 64, 3 blocks, all 65 tokens |",
         "",
+    ]
+
+
+def _data_lines(recipe: dict) -> list[str]:
+    data = recipe["data"]
+    return [
         "## Data",
         "",
-        f"`dynamicrafter.recipe.tiny.RECIPE_DATA`: {recipe['data']['num_clips']} training clips (seed "
-        f"{recipe['data']['seed']}, split `train`, 32 x 32, 16 frames, frame strides "
-        f"{tuple(recipe['data']['frame_strides'])}), captions in varied wording naming the scene and the motion, "
-        f"{recipe['data']['motion_only_fraction']:.0%} naming only the motion. Evaluation uses the disjoint "
+        f"`dynamicrafter.recipe.tiny.RECIPE_DATA`: {data['num_clips']} training clips (seed "
+        f"{data['seed']}, split `train`, 32 x 32, 16 frames, frame strides "
+        f"{tuple(data['frame_strides'])}), captions in varied wording naming the scene and the motion, "
+        f"{data['motion_only_fraction']:.0%} naming only the motion. Evaluation uses the disjoint "
         f"held-out split `test`.",
         "",
-        "## Recipe and training time (2-core CPU, fp32)",
-        "",
-        "| stage | what | steps | batch | wall time |",
-        "|---|---|---|---|---|",
     ]
+
+
+def _stage_rows(budget: dict, timings: dict) -> list[str]:
+    """One table row per recipe stage that ran: what it trains, steps, batch and wall time."""
+    steps_total = budget["stage1_steps"] + budget["stage2_steps"] + budget["stage3_steps"]
+    rows = []
     for name, what, steps_key, batch_key in STAGE_ROWS:
         if name not in timings:
             continue
         steps = budget[steps_key] if steps_key else (steps_total if name == "no_context" else "-")
         batch = budget[batch_key] if batch_key else "-"
-        lines.append(f"| {name} | {what} | {steps} | {batch} | {timings[name] / 60:.1f} min |")
-    main = ("autoencoder", "clip", "latents", "t2v", "stage_i", "stage_ii", "stage_iii", "stage_iii_multi")
-    lines += [
+        rows.append(f"| {name} | {what} | {steps} | {batch} | {timings[name] / 60:.1f} min |")
+    return rows
+
+
+def _training_lines(budget: dict, timings: dict, vae: dict, clip: dict) -> list[str]:
+    """The recipe table with wall times, the optimisation settings and the pretrained parts' own figures."""
+    return [
+        "## Recipe and training time (2-core CPU, fp32)",
+        "",
+        "| stage | what | steps | batch | wall time |",
+        "|---|---|---|---|---|",
+        *_stage_rows(budget, timings),
         "",
         "Wall times as recorded in the run's `timings.json` (an interrupted stage counts from its last resume; a "
         "stage that shared the CPU with other work shows a longer time).",
         "",
-        f"Total for the shipped model: {sum(timings.get(k, 0) for k in main) / 60:.0f} min; with the two ablations "
-        f"{sum(timings.values()) / 60:.0f} min. AdamW, lr {budget['t2v_lr']} (t2v) / {budget['lr']} (stages), "
-        f"{budget['warmup_steps']} warm-up steps, an EMA of the trainable weights (decay {budget['ema_decay']}) "
-        f"exported, gradient clipping 1.0, CFG dropout 5 / 5 / 5 % (text / both / image). The conditioning "
-        f"frame is the first frame (the paper draws a random one; the small model is used and measured as 'animate "
-        f"from this first frame'). Autoencoder reconstruction: {vae['psnr_db']:.1f} dB PSNR on held-out frames; "
-        f"CLIP towers: final in-batch retrieval accuracy {clip.get('accuracy', float('nan')):.2f} (frame-scene), "
-        f"{clip.get('video_accuracy', float('nan')):.2f} (frame pair-caption with motion), and "
+        f"Total for the shipped model: {sum(timings.get(k, 0) for k in SHIPPED_STAGES) / 60:.0f} min; with the two "
+        f"ablations {sum(timings.values()) / 60:.0f} min. AdamW, lr {budget['t2v_lr']} (t2v) / {budget['lr']} "
+        f"(stages), {budget['warmup_steps']} warm-up steps, an EMA of the trainable weights (decay "
+        f"{budget['ema_decay']}) exported, gradient clipping 1.0, CFG dropout 5 / 5 / 5 % (text / both / image). The "
+        f"conditioning frame is the first frame (the paper draws a random one; the small model is used and measured "
+        f"as 'animate from this first frame'). Autoencoder reconstruction: {vae['psnr_db']:.1f} dB PSNR on held-out "
+        f"frames; CLIP towers: final in-batch retrieval accuracy {clip.get('accuracy', float('nan')):.2f} "
+        f"(frame-scene), {clip.get('video_accuracy', float('nan')):.2f} (frame pair-caption with motion), and "
         f"{clip.get('motion_accuracy', float('nan')):.2f} of the clips prefer their caption to the same caption "
         f"with the opposite motion (chance 0.5).",
         "",
+    ]
+
+
+def _measured_lines(results: dict) -> list[str]:
+    """The held-out measurements of every variant, the classifier's own accuracy, and the licence."""
+    rows = [f"| {v['name']} | {v['accuracy']:.3f} | {v['means']['conformity']:.3f} | "
+            f"{v['means']['first_psnr']:.1f} dB | {v['means']['flicker']:.2f} | {v['seconds_per_video']:.2f} |"
+            for v in results["variants"]]
+    return [
         "## Measured (held-out clips, `dynamicrafter recipe report`)",
         "",
         "| variant | motion accuracy | input conformity (PIC*) | first-frame PSNR | flicker | s / video |",
         "|---|---|---|---|---|---|",
-    ]
-    for v in results["variants"]:
-        m = v["means"]
-        lines.append(f"| {v['name']} | {v['accuracy']:.3f} | {m['conformity']:.3f} | {m['first_psnr']:.1f} dB | "
-                     f"{m['flicker']:.2f} | {v['seconds_per_video']:.2f} |")
-    lines += [
+        *rows,
         "",
         f"Chance = 1/9 = 0.11; the flow-based motion classifier recovers the true motion of real held-out clips in "
         f"{results['ground_truth_classifier_accuracy']:.1%} of the cases. Full details, the lambda and frame-stride "
@@ -160,6 +204,3 @@ def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Pat
         "",
         "Apache-2.0, like the project. The BPE vocabulary is OpenAI CLIP's (MIT).",
     ]
-    with atomic_path(destination) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return destination

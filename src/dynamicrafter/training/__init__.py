@@ -1,7 +1,7 @@
 """Training DynamiCrafter: the paper's three-stage paradigm (plus T2V and fine-tuning) with PyTorch Lightning.
 
     from dynamicrafter.training import TrainConfig, train
-    train(TrainConfig(stage="iii", model="tiny", data="synthetic:64", max_steps=100, run_dir="runs/tiny-iii"))
+    train(TrainConfig(stage="iii", model="test_size", data="synthetic:64", max_steps=100, run_dir="runs/iii"))
 
 See :mod:`dynamicrafter.training.config` for the stages and :mod:`dynamicrafter.training.trainer` for the run
 folder; ``dynamicrafter train --help`` for the command line. Names are imported lazily:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dynamicrafter.config import ModelConfig, resolve_config, tiny_config
+from dynamicrafter.config import ModelConfig, config_for_tests, resolve_config
 from dynamicrafter.errors import ConfigError
 
 # Parameter groups a stage can train (see training.model_setup.parameter_groups).
@@ -116,17 +116,22 @@ def get_stage(name: str, finetune_trainable: str = "spatial") -> StageConfig:
     return stage
 
 
-# Model configurations the trainer knows by name besides the released presets.
-TINY_MODELS = {
-    "tiny": lambda: tiny_config("tiny"),
-    "tiny_v": lambda: tiny_config("tiny_v", parameterization="v"),
+# Model configurations the trainer knows by name besides the released presets: the random-weight test size
+# (dynamicrafter.config.config_for_tests), with eps- or v-prediction.
+TEST_SIZE_MODELS = {
+    "test_size": lambda: config_for_tests("test_size"),
+    "test_size_v": lambda: config_for_tests("test_size_v", parameterization="v"),
 }
+RENAMED_MODELS = {"tiny": "test_size", "tiny_v": "test_size_v"}  # old names, easily taken for the shipped model
 
 
 def model_config(spec: str | ModelConfig) -> ModelConfig:
-    """A released preset (256, 512, 1024, 512_interp), a released YAML, or "tiny" / "tiny_v"."""
-    if isinstance(spec, str) and spec in TINY_MODELS:
-        return TINY_MODELS[spec]()
+    """A released preset (256, 512, 1024, 512_interp), a released YAML, or "test_size" / "test_size_v"."""
+    if isinstance(spec, str) and spec in RENAMED_MODELS:
+        raise ConfigError(f"model '{spec}' is now called '{RENAMED_MODELS[spec]}' (the random-weight test size, 64 x "
+                          f"64, 4 frames); the shipped small model 'tiny' is trained by 'dynamicrafter recipe tiny'")
+    if isinstance(spec, str) and spec in TEST_SIZE_MODELS:
+        return TEST_SIZE_MODELS[spec]()
     return resolve_config(spec)
 
 
@@ -135,8 +140,8 @@ class TrainConfig:
     """Everything a training run needs (the CLI fills it; every field has the released value or a safe default)."""
 
     stage: str = "iii"
-    model: str | None = None  # preset, released (training) YAML, "tiny" or "tiny_v"; None: the --init file's own
-    #                           (stored or detected) configuration, or "tiny" without --init
+    model: str | None = None  # preset, released (training) YAML, "test_size" or "test_size_v"; None: the --init
+    #                           file's own (stored or detected) configuration, or "test_size" without --init
     data: str = "synthetic:64"  # index (CSV/JSONL, WebVid or generic), folder with an index, or synthetic:N
     data_root: str | None = None  # folder the index's paths are relative to (WebVid: the videos folder)
     init: str | None = None  # checkpoint to start from (released model.ckpt, .safetensors, the project's own)

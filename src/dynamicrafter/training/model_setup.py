@@ -211,7 +211,7 @@ def build_model(config: ModelConfig | None, init: str | None = None, *, text_enc
         model = load_model(init, config, text_encoder_path=text_encoder, image_encoder_path=image_encoder)
         return model.train()
     if config is None:
-        raise ConfigError("no model: give --config (a preset, a released YAML, tiny) or --init CHECKPOINT")
+        raise ConfigError("no model: give --config (a preset, a released YAML, test_size) or --init CHECKPOINT")
     torch.manual_seed(seed)
     model = DynamiCrafter(config)
     for name, path in (("text_encoder", text_encoder), ("image_encoder", image_encoder)):

@@ -84,7 +84,7 @@ def prepare_model(config: TrainConfig, stage: StageConfig, log: Any = print) -> 
                         f"DynamiCrafter checkpoint or one of this project's)")
     spec: ModelConfig | None = model_config(config.model) if config.model is not None else None
     if config.init is None:
-        spec = spec or model_config("tiny")
+        spec = spec or model_config("test_size")
         unet = spec.unet
         in_channels = config.in_channels or stage.base_in_channels or unet.in_channels
         # the paper's base models: no VDG input before stage iii, no image cross-attention in the T2V model

@@ -178,12 +178,19 @@ def generate_event(button: gr.Button, fn: Callable[..., Outputs], inputs: Sequen
                  concurrency_id=MODEL_QUEUE, show_progress="full", show_progress_on=[result.video])
 
 
-def build_app(service: ModelService) -> gr.Blocks:
-    """The app around ``service`` (not launched: see :func:`launch`)."""
-    config = service.config
-    interp_note = "" if service.pipe.config.interp_mode else (
-        f" The loaded model ('{service.pipe.config.name}') was trained for image animation: it loops the image on a "
-        f"circular timeline (all frames kept); interpolation works best with the 512_interp checkpoint.")
+@dataclass
+class Handlers:
+    """The generation handlers; their parameter names and docstrings are the API endpoints' parameters and
+    descriptions (``gradio_client``: ``client.predict(..., steps=25, api_name="/animate")``)."""
+
+    animate: Callable[..., Outputs]
+    interpolate: Callable[..., Outputs]
+    loop: Callable[..., Outputs]
+    storyboard: Callable[..., Outputs]
+
+
+def generation_handlers(service: ModelService) -> Handlers:
+    """The four generation handlers over ``service``: Gradio values -> checked options -> a job -> outputs."""
 
     def checked(*values: Any) -> SamplingOptions:
         *controls, seed, random_seed = values
@@ -229,86 +236,113 @@ def build_app(service: ModelService) -> gr.Blocks:
                                           warn=warn))
 
     assert STORYBOARD_SHOTS == 4, "the storyboard handler's parameters name 4 shots"
+    return Handlers(animate, interpolate, loop, storyboard)
+
+
+def build_app(service: ModelService) -> gr.Blocks:
+    """The app around ``service`` (not launched: see :func:`launch`)."""
+    handlers = generation_handlers(service)
     pairs = example_prompts()
-    by_name = {path.name: (path, prompt) for path, prompt in pairs}
     with gr.Blocks(title="DynamiCrafter", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         with gr.Row():
             gr.Markdown(f"## DynamiCrafter\nAnimate a still image with a text prompt · {service.describe_model()} "
                         f"· one job at a time")
             status = gr.Markdown(queue_text(None, 0), elem_id="queue-status")
-
-        with gr.Tab("Animate", id="animate"):
-            with gr.Row():
-                with gr.Column():
-                    image = image_input("Image", "animate-image")
-                    prompt = gr.Textbox(label="Prompt", placeholder="describe the motion and the scene",
-                                        elem_id="animate-prompt")
-                    button = gr.Button("Generate", variant="primary", elem_id="animate-generate")
-                with gr.Column():
-                    result = result_outputs("animate")
-            settings = setting_inputs(service, "animate")
-            check_on_upload(image, service, "image")
-            generate_event(button, animate, [image, prompt, *settings.components], result, "animate")
-            gr.Examples([[str(path), text] for path, text in pairs], inputs=[image, prompt],
-                        label="Examples (images shipped with the package)")
-
-        with gr.Tab("Interpolate / Loop", id="interpolate"):
-            gr.Markdown("Interpolate between a first and a last image, or loop the first image (the video repeats "
-                        f"seamlessly).{interp_note}")
-            with gr.Row():
-                with gr.Column():
-                    with gr.Row():
-                        first = image_input("First image", "interpolate-first")
-                        last = image_input("Last image (not used by Loop)", "interpolate-last")
-                    interp_prompt = gr.Textbox(label="Prompt", elem_id="interpolate-prompt")
-                    with gr.Row():
-                        interp_button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-generate")
-                        loop_button = gr.Button("Loop", variant="primary", elem_id="loop-generate")
-                with gr.Column():
-                    interp_result = result_outputs("interpolate")
-            interp_settings = setting_inputs(service, "interpolate")
-            check_on_upload(first, service, "first image")
-            check_on_upload(last, service, "last image")
-            interp_inputs = [first, last, interp_prompt, *interp_settings.components]
-            generate_event(interp_button, interpolate, interp_inputs, interp_result, "interpolate")
-            generate_event(loop_button, loop, interp_inputs, interp_result, "loop")
-            interp_examples = []
-            if "smile_01.png" in by_name and (examples_dir() / "smile_02.png").is_file():
-                interp_examples.append([str(by_name["smile_01.png"][0]), str(examples_dir() / "smile_02.png"),
-                                        by_name["smile_01.png"][1]])
-            if "loop_beach.png" in by_name:
-                interp_examples.append([str(by_name["loop_beach.png"][0]), None, by_name["loop_beach.png"][1]])
-            if interp_examples:
-                gr.Examples(interp_examples, inputs=[first, last, interp_prompt], label="Examples")
-
-        with gr.Tab("Storyboard", id="storyboard"):
-            gr.Markdown(f"Up to {STORYBOARD_SHOTS} shots rendered in order into one video (slots without an image are "
-                        "skipped); shot k uses the seed + k - 1, so a shot can be re-rendered alone.")
-            slots: list[gr.components.Component] = []
-            with gr.Row():
-                for k in range(1, STORYBOARD_SHOTS + 1):
-                    with gr.Column(min_width=200):
-                        shot_image = image_input(f"Shot {k}", f"shot{k}-image", height=200)
-                        shot_prompt = gr.Textbox(label=f"Shot {k} prompt", lines=2, elem_id=f"shot{k}-prompt")
-                        check_on_upload(shot_image, service, f"shot {k} image")
-                        slots += [shot_image, shot_prompt]
-            with gr.Row():
-                crossfade = gr.Slider(0, config.max_crossfade, value=0, step=1, label="Cross-fade (frames)",
-                                      info="frames blended between consecutive shots", elem_id="storyboard-crossfade")
-                story_button = gr.Button("Render storyboard", variant="primary", elem_id="storyboard-generate")
-            story_result = result_outputs("storyboard")
-            story_settings = setting_inputs(service, "storyboard")
-            generate_event(story_button, storyboard, [*slots, crossfade, *story_settings.components], story_result,
-                           "storyboard")
-            story_example = [value for path, text in pairs[:STORYBOARD_SHOTS] for value in (str(path), text)]
-            if story_example:
-                story_example += [None, ""] * (STORYBOARD_SHOTS - len(story_example) // 2)
-                gr.Examples([story_example], inputs=slots, label="Example storyboard")
-
-        timer = gr.Timer(config.status_interval)
+        animate_tab(service, handlers, pairs)
+        interpolate_tab(service, handlers, pairs)
+        storyboard_tab(service, handlers, pairs)
+        timer = gr.Timer(service.config.status_interval)
         timer.tick(lambda: queue_text(service.active_job, waiting_jobs(demo)), outputs=status, queue=False,
                    show_progress="hidden", api_visibility="private")
     return demo
+
+
+def animate_tab(service: ModelService, handlers: Handlers, pairs: list[tuple[Path, str]]) -> None:
+    """Image + prompt -> video (endpoint ``/animate``), with the shipped examples."""
+    with gr.Tab("Animate", id="animate"):
+        with gr.Row():
+            with gr.Column():
+                image = image_input("Image", "animate-image")
+                prompt = gr.Textbox(label="Prompt", placeholder="describe the motion and the scene",
+                                    elem_id="animate-prompt")
+                button = gr.Button("Generate", variant="primary", elem_id="animate-generate")
+            with gr.Column():
+                result = result_outputs("animate")
+        settings = setting_inputs(service, "animate")
+        check_on_upload(image, service, "image")
+        generate_event(button, handlers.animate, [image, prompt, *settings.components], result, "animate")
+        gr.Examples([[str(path), text] for path, text in pairs], inputs=[image, prompt],
+                    label="Examples (images shipped with the package)")
+
+
+def interpolate_tab(service: ModelService, handlers: Handlers, pairs: list[tuple[Path, str]]) -> None:
+    """First + last image -> interpolation (``/interpolate``), or a loop of the first image (``/loop``)."""
+    model = service.pipe.config
+    interp_note = "" if model.interp_mode else (
+        f" The loaded model ('{model.name}') was trained for image animation: it loops the image on a "
+        f"circular timeline (all frames kept); interpolation works best with the 512_interp checkpoint.")
+    with gr.Tab("Interpolate / Loop", id="interpolate"):
+        gr.Markdown("Interpolate between a first and a last image, or loop the first image (the video repeats "
+                    f"seamlessly).{interp_note}")
+        with gr.Row():
+            with gr.Column():
+                with gr.Row():
+                    first = image_input("First image", "interpolate-first")
+                    last = image_input("Last image (not used by Loop)", "interpolate-last")
+                prompt = gr.Textbox(label="Prompt", elem_id="interpolate-prompt")
+                with gr.Row():
+                    interp_button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-generate")
+                    loop_button = gr.Button("Loop", variant="primary", elem_id="loop-generate")
+            with gr.Column():
+                result = result_outputs("interpolate")
+        settings = setting_inputs(service, "interpolate")
+        check_on_upload(first, service, "first image")
+        check_on_upload(last, service, "last image")
+        inputs = [first, last, prompt, *settings.components]
+        generate_event(interp_button, handlers.interpolate, inputs, result, "interpolate")
+        generate_event(loop_button, handlers.loop, inputs, result, "loop")
+        examples = interpolate_examples(pairs)
+        if examples:
+            gr.Examples(examples, inputs=[first, last, prompt], label="Examples")
+
+
+def interpolate_examples(pairs: list[tuple[Path, str]]) -> list[list[str | None]]:
+    """The shipped smile pair (interpolation) and the beach image (loop), where present."""
+    by_name = {path.name: (path, prompt) for path, prompt in pairs}
+    examples: list[list[str | None]] = []
+    if "smile_01.png" in by_name and (examples_dir() / "smile_02.png").is_file():
+        examples.append([str(by_name["smile_01.png"][0]), str(examples_dir() / "smile_02.png"),
+                         by_name["smile_01.png"][1]])
+    if "loop_beach.png" in by_name:
+        examples.append([str(by_name["loop_beach.png"][0]), None, by_name["loop_beach.png"][1]])
+    return examples
+
+
+def storyboard_tab(service: ModelService, handlers: Handlers, pairs: list[tuple[Path, str]]) -> None:
+    """Up to :data:`STORYBOARD_SHOTS` image + prompt slots -> one video (``/storyboard``)."""
+    with gr.Tab("Storyboard", id="storyboard"):
+        gr.Markdown(f"Up to {STORYBOARD_SHOTS} shots rendered in order into one video (slots without an image are "
+                    "skipped); shot k uses the seed + k - 1, so a shot can be re-rendered alone.")
+        slots: list[gr.components.Component] = []
+        with gr.Row():
+            for k in range(1, STORYBOARD_SHOTS + 1):
+                with gr.Column(min_width=200):
+                    shot_image = image_input(f"Shot {k}", f"shot{k}-image", height=200)
+                    shot_prompt = gr.Textbox(label=f"Shot {k} prompt", lines=2, elem_id=f"shot{k}-prompt")
+                    check_on_upload(shot_image, service, f"shot {k} image")
+                    slots += [shot_image, shot_prompt]
+        with gr.Row():
+            crossfade = gr.Slider(0, service.config.max_crossfade, value=0, step=1, label="Cross-fade (frames)",
+                                  info="frames blended between consecutive shots", elem_id="storyboard-crossfade")
+            button = gr.Button("Render storyboard", variant="primary", elem_id="storyboard-generate")
+        result = result_outputs("storyboard")
+        settings = setting_inputs(service, "storyboard")
+        generate_event(button, handlers.storyboard, [*slots, crossfade, *settings.components], result,
+                       "storyboard")
+        example = [value for path, text in pairs[:STORYBOARD_SHOTS] for value in (str(path), text)]
+        if example:
+            example += [None, ""] * (STORYBOARD_SHOTS - len(example) // 2)
+            gr.Examples([example], inputs=slots, label="Example storyboard")
 
 
 def launch(demo: gr.Blocks, service: ModelService, *, block: bool = True, quiet: bool = False
@@ -325,4 +359,5 @@ def launch(demo: gr.Blocks, service: ModelService, *, block: bool = True, quiet:
     )
 
 
-__all__ = ["build_app", "example_prompts", "examples_dir", "launch", "queue_text", "shown_errors", "waiting_jobs"]
+__all__ = ["Handlers", "build_app", "example_prompts", "examples_dir", "generation_handlers", "launch", "queue_text",
+           "shown_errors", "waiting_jobs"]
