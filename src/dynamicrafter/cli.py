@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "dynamicrafter.commands.animate",
     "dynamicrafter.apps.cli",  # interpolate, loop, story, lambda
     "dynamicrafter.commands.inspect",
+    "dynamicrafter.commands.convert",  # convert (diffusers-style folders)
     "dynamicrafter.training.cli",  # train
     "dynamicrafter.recipe.cli",  # recipe (the project's small model)
     "dynamicrafter.data.cli",  # annotate, synth
