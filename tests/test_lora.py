@@ -269,3 +269,14 @@ def test_cli_train_and_generate_with_lora(base_checkpoint: Path, tmp_path: Path,
         assert main(["animate", str(image), "-c", str(base_checkpoint), "--lora", str(tmp_path / "nope.safetensors"),
                      "--steps", "2", "-o", str(out)]) == 2
     assert "LoRA file not found" in capsys.readouterr().err
+
+
+def test_every_generating_command_takes_lora_options() -> None:
+    from dynamicrafter.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["animate", "x.png", "-o", "y.gif"], ["interpolate", "a.png", "b.png", "-o", "y.gif"],
+                 ["loop", "x.png", "-o", "y.gif"], ["story", "s.yaml", "-o", "x.mp4"], ["ui"],
+                 ["benchmark", "-o", "out"]):
+        args = parser.parse_args([*argv, "--lora", "a.safetensors:0.5", "--lora", "b.safetensors"])
+        assert args.lora == ["a.safetensors:0.5", "b.safetensors"], argv[0]

@@ -152,5 +152,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = train(config, logger=args.logger)
     if rank_zero_only.rank == 0:
-        print(f"run folder: {paths.root} (checkpoints/, samples/, logs/, model.safetensors)")
+        export = "lora.safetensors" if config.lora_rank is not None else "model.safetensors"
+        print(f"run folder: {paths.root} (checkpoints/, samples/, logs/, {export})")
     return 0
