@@ -221,7 +221,7 @@ def test_kill_and_resume_a_lora_run_is_bit_identical(base_checkpoint: Path, tmp_
     import lightning as L_
 
     settings = dict(stage="finetune", init=str(base_checkpoint), data="synthetic:3", max_steps=4, lora_rank=2,
-                    lora_targets="all", ema_decay=0.9, gradient_checkpointing=True, **FAST)
+                    lora_targets="all", lora_convs=True, ema_decay=0.9, gradient_checkpointing=True, **FAST)
     straight = build_run(TrainConfig(run_dir=str(tmp_path / "a"), **settings), logger="csv")
     straight.fit()
 
@@ -241,6 +241,7 @@ def test_kill_and_resume_a_lora_run_is_bit_identical(base_checkpoint: Path, tmp_
     assert all(torch.equal(a[n], b[n]) for n in straight.module.trainable)
     assert all(torch.equal(straight.module.ema.shadow[n], resumed.module.ema.shadow[n]) for n in a
                if n in straight.module.trainable)
+    assert any(".in_conv.lora_A" in n for n in straight.module.trainable)  # ResBlock convolutions adapted too
     first, second = (L.read_adapter(tmp_path / d / "lora.safetensors").tensors for d in "ab")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     with pytest.raises(UserError, match="lora_rank"):  # the adapter's shape is fixed for the run
@@ -280,3 +281,21 @@ def test_every_generating_command_takes_lora_options() -> None:
                  ["benchmark", "-o", "out"]):
         args = parser.parse_args([*argv, "--lora", "a.safetensors:0.5", "--lora", "b.safetensors"])
         assert args.lora == ["a.safetensors:0.5", "b.safetensors"], argv[0]
+
+
+@pytest.mark.slow
+def test_lora_with_ddp_on_cpu(base_checkpoint: Path, tmp_path: Path) -> None:
+    """Lightning's DDP launcher (gloo, 2 CPU processes) trains and exports the adapter."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "dynamicrafter.cli", "train", "--stage", "finetune", "--init", str(base_checkpoint),
+           "--lora", "2", "--data", "synthetic:4", "--resolution", "16x16", "--strategy", "ddp", "--devices", "2",
+           "--accelerator", "cpu", "--max-steps", "2", "--batch-size", "1", "--accumulate-grad-batches", "1",
+           "--num-workers", "0", "--checkpoint-every", "2", "--sample-every", "0", "--run-dir", str(tmp_path / "ddp"),
+           "--no-progress", "--logger", "csv"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert L.read_adapter(tmp_path / "ddp" / "lora.safetensors").spec.rank == 2
