@@ -1,7 +1,9 @@
 """Peak memory and time of one training step (forward + backward + AdamW step) with random weights.
 
 Configurations: spatial-only (P + spatial layers trainable, stage ii/iii) vs the full U-Net (P + spatial + temporal),
-each with gradient checkpointing off and on. Every configuration runs in its own child process so that its peak
+each with gradient checkpointing off and on; ``lora`` trains a LoRA adapter (``--lora-rank``, the spatial attention
+projections, ``dynamicrafter train --lora``) with everything else frozen (``--configs spatial,lora,lora:ckpt``).
+Every configuration runs in its own child process so that its peak
 memory is its own: CPU peak RSS (``ru_maxrss``), or CUDA peak allocated memory.
 
 The step is the training module's (:class:`dynamicrafter.training.module.DynamiCrafterTraining`): VDG latents
@@ -42,7 +44,7 @@ class Counts:
     trainable: int
 
 
-def parameter_counts(preset: str, trainable: str, encoders: str) -> Counts:
+def parameter_counts(preset: str, trainable: str, encoders: str, lora_rank: int = 16) -> Counts:
     """Parameters built for the run and those trained (counted on the meta device: no memory)."""
     from dynamicrafter.checkpoint import build_empty
     from dynamicrafter.training.model_setup import parameter_groups
@@ -52,8 +54,13 @@ def parameter_counts(preset: str, trainable: str, encoders: str) -> Counts:
     params = dict(model.named_parameters())
     trained = {"P", "spatial"} | ({"temporal"} if trainable == "full" else set())
     built = {"P", "spatial", "temporal"} | ({"other"} if encoders == "model" else set())
-    return Counts(sum(params[n].numel() for n, g in groups.items() if g in built),
-                  sum(params[n].numel() for n, g in groups.items() if g in trained))
+    total = sum(params[n].numel() for n, g in groups.items() if g in built)
+    if trainable == "lora":
+        from dynamicrafter.lora import LoraSpec, target_modules
+
+        layers = [model.get_submodule(n) for n in target_modules(model, LoraSpec(lora_rank))]
+        return Counts(total, sum(lora_rank * (m.in_features + m.out_features) for m in layers))
+    return Counts(total, sum(params[n].numel() for n, g in groups.items() if g in trained))
 
 
 def _config(preset: str):
@@ -105,8 +112,10 @@ def run_one(args: argparse.Namespace) -> dict:
         model.text_encoder = CLIPTextEncoder(config.text_encoder).to(device)
         model.image_encoder = CLIPImageEncoder(config.image_encoder).to(device)
     set_gradient_checkpointing(model, args.gradient_checkpointing)
-    stage = get_stage("finetune", args.trainable)
-    train_config = TrainConfig(stage="finetune", init="-", finetune_trainable=args.trainable, lr=1e-5)
+    lora = args.trainable == "lora"
+    stage = get_stage("finetune", "spatial" if lora else args.trainable)
+    train_config = TrainConfig(stage="finetune", init="-", finetune_trainable="spatial" if lora else args.trainable,
+                               lr=1e-5, lora_rank=args.lora_rank if lora else None)
     module = DynamiCrafterTraining(model, stage, train_config)
     module.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -170,7 +179,9 @@ def main() -> None:
     parser.add_argument("--encoders", choices=["precomputed", "model"], default="precomputed")
     parser.add_argument("--steps", type=int, default=None, help="steps per configuration; the last is timed "
                         "(default: 2 on CUDA, 1 on CPU)")
-    parser.add_argument("--configs", default="all", help="comma list of spatial/full + :ckpt, e.g. spatial,full:ckpt")
+    parser.add_argument("--configs", default="all",
+                        help="comma list of spatial/full/lora + :ckpt, e.g. spatial,full:ckpt,lora")
+    parser.add_argument("--lora-rank", type=int, default=16, help="rank of the lora configuration (default 16)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,7 +204,7 @@ def main() -> None:
           f"{steps} step(s) per configuration")
     rows = []
     for trainable, ckpt in wanted:
-        counts = parameter_counts(args.preset, trainable, args.encoders)
+        counts = parameter_counts(args.preset, trainable, args.encoders, args.lora_rank)
         weights, grads, adam = 4 * counts.total, 4 * counts.trainable, 8 * counts.trainable
         avail = available_bytes(device)
         label = f"{trainable:<8} {'on' if ckpt else 'off':<5}"
@@ -207,7 +218,8 @@ def main() -> None:
             continue
         child = {"preset": args.preset, "frames": args.frames, "height": height, "width": width,
                  "batch": args.batch, "device": device, "precision": args.precision, "encoders": args.encoders,
-                 "steps": steps, "trainable": trainable, "gradient_checkpointing": ckpt, "optimizer": optimizer}
+                 "steps": steps, "trainable": trainable, "gradient_checkpointing": ckpt, "optimizer": optimizer,
+                 "lora_rank": args.lora_rank}
         try:
             proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(child)], capture_output=True,
                                   text=True, timeout=args.timeout, env={**os.environ})
@@ -232,7 +244,7 @@ def main() -> None:
         trainable, ckpt = label.split()
         peak_s = f"{peak / GIB:.2f}" if peak is not None else "-"
         step_s = f"{step:.1f}" if step is not None else "-"
-        print(f"| {trainable} | {ckpt} | {counts.trainable / 1e6:.0f} M | {peak_s} | {step_s} | {note} |")
+        print(f"| {trainable} | {ckpt} | {counts.trainable / 1e6:.1f} M | {peak_s} | {step_s} | {note} |")
 
 
 if __name__ == "__main__":

@@ -363,8 +363,14 @@ def load_model(
 
     Without ``config`` the model kind is detected from the tensors (or taken from the file's metadata).
     Every parameter must be provided by the files: a missing network raises an error that says which file to add.
+    A folder is read as a diffusers-style folder or a Hugging Face snapshot (:mod:`dynamicrafter.pretrained`).
     """
     path = Path(path)
+    if path.is_dir():
+        from dynamicrafter.pretrained import load_folder
+
+        return load_folder(path, config, text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
+                           device=device, dtype=dtype)
     sd = read_state_dict(path)
     stored = config_from_metadata(sd)
     detected = stored.name if stored is not None else detect_preset(sd, path)

@@ -10,7 +10,10 @@ stages are public so they can be run and checked alone (:meth:`encode_prompt`, :
 :meth:`encode_video`, :meth:`decode_latents`). Precomputed inputs (``prompt_embeds``, ``negative_prompt_embeds``,
 ``image_embeds``, ``image_latents``, ``latents``) skip their stage. Given ``latents`` and ``eta=0`` the run is
 deterministic; seeded runs are bit-identical. Nothing in the model is changed by a call: the run-time controls
-(lambda, the circular time axis) travel with the network calls, so two calls can run at once.
+(lambda, the circular time axis) travel with the network calls, so two calls can run at once. LoRA adapters
+(:meth:`load_lora`, :meth:`set_lora_scale`, :meth:`fuse_lora`, :meth:`unload_lora`; :mod:`dynamicrafter.lora`) are
+different: they change the model in place, for every later call, so calls with different adapter scales cannot run
+at the same time.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dynamicrafter.diffusion.guidance import Guidance
 from dynamicrafter.diffusion.samplers import SAMPLERS
 from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.errors import ConfigError, UserError
+from dynamicrafter.lora import LoadedAdapters
 from dynamicrafter.media import as_image_list, image_input_to_tensor
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.models.controls import UNetControls
@@ -89,6 +93,7 @@ class DynamiCrafterPipeline:
         self.offload_encoders = False  # move the CLIP towers to the CPU between uses (saves GPU memory)
         self.progress_bar_config: dict[str, Any] = {}
         self.checkpoint_path: Path | None = None  # the file the model was loaded from (set by from_checkpoint)
+        self.lora = LoadedAdapters(self.model)  # LoRA adapters in use (see load_lora)
 
     # -------------------------------------------------------------------------------------------------------------
     # Construction
@@ -103,7 +108,8 @@ class DynamiCrafterPipeline:
 
         ``config``: a preset name ("256", "512", "1024", "512_interp"), a released YAML file or a ModelConfig;
         detected from the tensors when None. ``device`` defaults to CUDA when available; ``dtype`` to fp32 on CPU
-        and bf16 on CUDA. Without ``path`` the project's built-in small model is used (when installed).
+        and bf16 on CUDA. Without ``path`` the project's built-in small model is used (when installed). A folder is
+        read as :meth:`from_pretrained` does.
         """
         from dynamicrafter.checkpoint import load_model
 
@@ -120,9 +126,40 @@ class DynamiCrafterPipeline:
         pipe.checkpoint_path = Path(path)
         return pipe
 
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, config: str | Path | ModelConfig | None = None,
+                        device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
+                        ) -> DynamiCrafterPipeline:
+        """Load a diffusers-style folder (``dynamicrafter convert``) or a Hugging Face cache folder of a released
+        repository (a snapshot holding ``model.ckpt``, or ``models--Doubiiu--…`` itself), offline."""
+        if not Path(path).is_dir():
+            raise UserError(f"from_pretrained reads a folder, '{path}' is not one (use from_checkpoint for files)")
+        return cls.from_checkpoint(path, config=config, device=device, dtype=dtype)
+
     @property
     def config(self) -> ModelConfig:
         return self.model.config
+
+    # -------------------------------------------------------------------------------------------------------------
+    # LoRA adapters: each call changes the model in place (for every later generation), unlike the per-call lambda
+    # -------------------------------------------------------------------------------------------------------------
+
+    def load_lora(self, path: str | os.PathLike, scale: float = 1.0, name: str | None = None) -> str:
+        """Add a LoRA adapter file (``dynamicrafter train --lora``) at ``scale``; returns its name (default: the file
+        stem). An adapter for another model kind, or with layers this model lacks, is refused."""
+        return self.lora.load(path, scale, name)
+
+    def set_lora_scale(self, name: str, scale: float) -> None:
+        """Change a loaded adapter's scale (0: no effect, the base model's output exactly)."""
+        self.lora.set_scale(name, scale)
+
+    def fuse_lora(self) -> None:
+        """Add the loaded adapters into the weights (faster sampling; scales are then fixed until unload)."""
+        self.lora.fuse()
+
+    def unload_lora(self) -> None:
+        """Remove every adapter: the model computes exactly what it did before the first load."""
+        self.lora.unload()
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
         self.progress_bar_config = kwargs

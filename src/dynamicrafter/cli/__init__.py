@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "story": ("apps", "render a script of shots into one video (+ a sidecar to re-render)"),
     "lambda": ("apps", "print and plot the per-layer lambda of a checkpoint"),
     "inspect": ("checkpoint", "show what a checkpoint file holds"),
+    "convert": ("convert", "write a model as a diffusers-style folder (model_index.json + a subfolder per part)"),
     "train": ("train", "train a stage (i, ii, iii, t2v, finetune) with Lightning"),
     "recipe": ("recipe", "train and evaluate the project's small DynamiCrafter"),
     "annotate": ("data", "add a motion_score column (optical flow) to a video index"),

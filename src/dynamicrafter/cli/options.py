@@ -43,6 +43,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="weights dtype (auto: fp32 on CPU, bf16 on CUDA; fp16 / bf16 are much slower on a CPU)")
+    g.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
+                   help="apply a LoRA adapter (dynamicrafter train --lora) at SCALE (default 1); repeatable")
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
@@ -55,6 +57,9 @@ def load_pipeline(args: argparse.Namespace) -> Any:
                                                  image_encoder_path=args.image_encoder)
     print(f"loaded model '{pipe.config.name}' on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')}) "
           f"in {time.perf_counter() - t0:.1f}s")
+    from dynamicrafter.lora import load_lora_options
+
+    load_lora_options(pipe, getattr(args, "lora", None))
     return pipe
 
 

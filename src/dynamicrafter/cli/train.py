@@ -18,6 +18,7 @@ EXAMPLES = """examples:
       --data webvid/results_2M_train.csv --data-root webvid/videos --trainable spatial --precision bf16-mixed \\
       --gradient-checkpointing --strategy ddp --devices 8 --run-dir runs/ft512
   dynamicrafter train --run-dir runs/ft512 --resume          # continue exactly where the run stopped
+  dynamicrafter train --stage finetune --init model.safetensors --data my_videos/ --lora 8 --run-dir runs/lora
 
 multi-GPU / multi-node: Lightning launches one process per device itself (--strategy ddp --devices N); under
 torchrun or SLURM start one process per device and pass the same --devices / --num-nodes:
@@ -32,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     _model_arguments(p.add_argument_group("what to train"))
     _data_arguments(p.add_argument_group("data"))
     _optimization_arguments(p.add_argument_group("optimization"))
+    _lora_arguments(p.add_argument_group("LoRA (stages ii, iii, finetune: only low-rank adapters of the --init model "
+                                         "learn; written as RUN_DIR/lora.safetensors)"))
     _engine_arguments(p.add_argument_group("engine"))
     _run_arguments(p.add_argument_group("run folder"))
     p.set_defaults(func=run)
@@ -88,6 +91,19 @@ def _optimization_arguments(g: argparse._ArgumentGroup) -> None:
                    help="recompute U-Net activations in the backward pass (less memory, ~30%% slower)")
     g.add_argument("--ema-decay", type=finite_float,
                    help="keep an EMA of the trainable weights (e.g. 0.9999); exported")
+
+
+def _lora_arguments(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--lora", dest="lora_rank", type=int, metavar="RANK", help="train a LoRA adapter of this rank")
+    g.add_argument("--lora-alpha", type=finite_float,
+                   help="LoRA alpha; the update is scaled by alpha / rank (default: rank)")
+    g.add_argument("--lora-targets", metavar="spatial|temporal|all|REGEX",
+                   help="attention projections (to_q/k/v/out, to_k_ip/to_v_ip) of the spatial (default) or temporal "
+                        "transformers, or both; or a regular expression searched in the module names")
+    g.add_argument("--lora-image-proj", action=argparse.BooleanOptionalAction, default=None,
+                   help="also adapt P's linear layers")
+    g.add_argument("--lora-convs", action=argparse.BooleanOptionalAction, default=None,
+                   help="also adapt the 2D convolutions (ResBlocks, down / upsampling) of the targeted part")
 
 
 def _engine_arguments(g: argparse._ArgumentGroup) -> None:
@@ -155,5 +171,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = train(config, logger=args.logger)
     if rank_zero_only.rank == 0:
-        print(f"run folder: {paths.root} (checkpoints/, samples/, logs/, model.safetensors)")
+        export = "lora.safetensors" if config.lora_rank is not None else "model.safetensors"
+        print(f"run folder: {paths.root} (checkpoints/, samples/, logs/, {export})")
     return 0

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   dynamicrafter ui                                          # the built-in small model, http://127.0.0.1:7860
   dynamicrafter ui -c dynamicrafter_256/model.ckpt --port 8080
   dynamicrafter ui -c interp/model.ckpt --config 512_interp --host 0.0.0.0   # reachable from the network
+  dynamicrafter ui --lora runs/lora/lora.safetensors:0.8    # with a LoRA adapter (repeatable), for every job
 
 API (pip install gradio_client):
   from gradio_client import Client, handle_file

@@ -542,16 +542,28 @@ def _background(spec: BackgroundSpec, height: int, width: int) -> np.ndarray:
     return np.clip(base + level[..., None], 0.0, 255.0).astype(np.float32)
 
 
+def _pixel_grid(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:config.height, 0:config.width].astype(np.float32) + 0.5  # pixel centres
+    return ys[None], xs[None]
+
+
+def _still_layer(scene: Scene, config: SyntheticConfig) -> np.ndarray:
+    """Background and distractors, float32 ``(1, h, w, 3)``."""
+    still = _background(scene.background, config.height, config.width)[None].copy()
+    for obj in scene.distractors:
+        _draw(still, obj, "still", 0.0, _pixel_grid(config))
+    return still
+
+
+def render_background(scene: Scene, config: SyntheticConfig) -> np.ndarray:
+    """What ``scene`` shows without its main object (background and distractors) as uint8 ``(h, w, 3)``."""
+    return np.clip(_still_layer(scene, config)[0] + 0.5, 0, 255).astype(np.uint8)
+
+
 def render_scene(scene: Scene, config: SyntheticConfig) -> np.ndarray:
     """The frames of ``scene`` as uint8 ``(t, h, w, 3)``."""
-    h, w, t = config.height, config.width, config.frames
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5  # pixel centres
-    grid = (ys[None], xs[None])
-    still = _background(scene.background, h, w)[None].copy()
-    for obj in scene.distractors:
-        _draw(still, obj, "still", 0.0, grid)
-    canvas = np.repeat(still, t, axis=0)
-    _draw(canvas, scene.main, scene.motion, scene.rate, grid)
+    canvas = np.repeat(_still_layer(scene, config), config.frames, axis=0)
+    _draw(canvas, scene.main, scene.motion, scene.rate, _pixel_grid(config))
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -125,6 +125,7 @@ class BenchmarkConfig:
     kvd_subsets: int = DEFAULT_SUBSETS
     kvd_subset_size: int = DEFAULT_SUBSET_SIZE
     progress: bool = True
+    loras: tuple[str, ...] = ()  # LoRA adapters, FILE[:SCALE] (dynamicrafter.lora.parse_lora_option)
 
     def __post_init__(self) -> None:
         self.index, self.out_dir = Path(self.index), Path(self.out_dir)
@@ -161,8 +162,15 @@ class BenchmarkConfig:
 
     def generation_settings(self, checkpoint: Path) -> dict[str, Any]:
         """What the generated videos depend on (besides the samples)."""
-        return {"checkpoint": f"{checkpoint.name}:{cache_fingerprint(checkpoint)}", "model_config": self.model_config,
-                "steps": self.steps, "guidance_scale": self.guidance_scale, "eta": self.eta, "dtype": self.dtype}
+        settings = {"checkpoint": f"{checkpoint.name}:{cache_fingerprint(checkpoint)}",
+                    "model_config": self.model_config, "steps": self.steps, "guidance_scale": self.guidance_scale,
+                    "eta": self.eta, "dtype": self.dtype}
+        if self.loras:  # (only when used: runs written before adapters existed keep their settings)
+            from dynamicrafter.lora import parse_lora_option
+
+            settings["loras"] = [f"{path.name}:{cache_fingerprint(path)}:{scale:g}"
+                                 for path, scale in map(parse_lora_option, self.loras)]
+        return settings
 
 
 @dataclass(frozen=True)
@@ -475,6 +483,9 @@ def _pipeline_loader(config: BenchmarkConfig, checkpoint: Path, device: str) -> 
                                                          dtype=config.dtype, text_encoder_path=config.text_encoder,
                                                          image_encoder_path=config.image_encoder)
         pipeline.set_progress_bar_config(disable=True)
+        from dynamicrafter.lora import load_lora_options
+
+        load_lora_options(pipeline, config.loras)
         return pipeline
 
     return load

@@ -101,6 +101,8 @@ STAGE_III_NO_VDG = StageConfig(
 
 STAGES: dict[str, StageConfig] = {s.name: s for s in (STAGE_I, STAGE_II, STAGE_III, STAGE_T2V, STAGE_FINETUNE,
                                                       STAGE_III_NO_CONTEXT, STAGE_III_NO_VDG)}
+# the stages that fine-tune a video model (with --lora only the adapters learn)
+LORA_STAGES = ("ii", "iii", "finetune")
 FINETUNE_TRAINABLE = {"spatial": ("image_proj", "spatial"), "full": ("image_proj", "spatial", "temporal")}
 
 
@@ -174,6 +176,12 @@ class TrainConfig:
     gradient_clip_val: float = RELEASED_GRAD_CLIP
     ema_decay: float | None = None
     gradient_checkpointing: bool = False
+    # LoRA (dynamicrafter.lora): with a rank, only low-rank adapters of the --init model learn (lora.safetensors)
+    lora_rank: int | None = None
+    lora_alpha: float | None = None  # None: = rank
+    lora_targets: str = "spatial"  # spatial | temporal | all | a regular expression over module names
+    lora_image_proj: bool = False  # also P's linear layers
+    lora_convs: bool = False  # also the 2D convolutions of the targeted part
     # engine
     accelerator: str = "auto"
     strategy: str = "auto"
@@ -218,6 +226,24 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         self.precision = str(self.precision)
+        if self.lora_rank is not None:
+            self._check_lora()
+
+    def _check_lora(self) -> None:
+        if self.stage not in LORA_STAGES:
+            raise ConfigError(f"--lora fine-tunes a video model: use --stage {' / '.join(LORA_STAGES)}, not "
+                              f"'{self.stage}'")
+        if self.init is None:
+            raise ConfigError("--lora adapts a trained model: pass --init CHECKPOINT (the base the adapter is for)")
+        self.lora_spec()  # validates rank, alpha and targets
+
+    def lora_spec(self) -> Any:
+        """The :class:`dynamicrafter.lora.LoraSpec` of the run (None without --lora)."""
+        if self.lora_rank is None:
+            return None
+        from dynamicrafter.lora import LoraSpec
+
+        return LoraSpec(int(self.lora_rank), self.lora_alpha, self.lora_targets, self.lora_image_proj, self.lora_convs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -228,7 +254,8 @@ class TrainConfig:
 
 # Fields that must not change when a run is resumed (they change what is trained or the data order).
 RESUME_FIXED_FIELDS = ("stage", "finetune_trainable", "data", "batch_size", "seed", "num_frames", "resolution",
-                       "interp", "interp_fraction", "accumulate_grad_batches")
+                       "interp", "interp_fraction", "accumulate_grad_batches", "lora_rank", "lora_alpha",
+                       "lora_targets", "lora_image_proj", "lora_convs")
 
 
 def training_yaml_overrides(path: str | Path) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def parameter_groups(model: DynamiCrafter) -> dict[str, str]:
     """Every parameter name -> its group (``P``, ``spatial``, ``temporal``, ``other``)."""
     temporal = temporal_parameter_names(model)
     groups = {}
-    for name, _ in model.named_parameters():
+    for name, _ in model.named_parameters():  # LoRA factors count in the group of the layer they adapt
         if name.startswith("image_proj."):
             groups[name] = "P"
         elif name in temporal:
@@ -114,7 +114,7 @@ def parameter_table(model: DynamiCrafter) -> str:
     groups = parameter_groups(model)
     total = dict.fromkeys(GROUPS, 0)
     train = dict.fromkeys(GROUPS, 0)
-    ip_total = ip_train = 0
+    ip_total = ip_train = lora_total = lora_train = 0
     for name, p in model.named_parameters():
         g = groups[name]
         total[g] += p.numel()
@@ -122,12 +122,17 @@ def parameter_table(model: DynamiCrafter) -> str:
         if is_image_attention(name):
             ip_total += p.numel()
             ip_train += p.numel() if p.requires_grad else 0
+        if ".lora_A." in name or ".lora_B." in name:
+            lora_total += p.numel()
+            lora_train += p.numel() if p.requires_grad else 0
     lines = [f"{'group':<34}{'parameters':>16}{'trainable':>16}"]
     for g, label in (("P", "P (query transformer)"), ("spatial", "spatial (U-Net)"),
                      ("temporal", "temporal (U-Net)"), ("other", "other (VAE, CLIP text + image)")):
         lines.append(f"{label:<34}{total[g]:>16,}{train[g]:>16,}")
         if g == "spatial":
             lines.append(f"{'  of which image cross-attention':<34}{ip_total:>16,}{ip_train:>16,}")
+    if lora_total:
+        lines.append(f"{'LoRA adapters (in the rows above)':<34}{lora_total:>16,}{lora_train:>16,}")
     lines.append(f"{'total':<34}{sum(total.values()):>16,}{sum(train.values()):>16,}")
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ derived from (seed, r, n): a run resumed from a checkpoint draws exactly what th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from dataclasses import replace
@@ -57,7 +58,10 @@ class DynamiCrafterTraining(L.LightningModule):
         self.rand_cond_frame = (stage.rand_cond_frame and not interp) if config.rand_cond_frame is None \
             else config.rand_cond_frame
         self.uncond_prob = model.config.uncond_prob if config.uncond_prob is None else config.uncond_prob
-        self.trainable = apply_trainable(model, stage.trainable)
+        self.lora_spec = config.lora_spec()  # LoRA: only the adapter's factors learn (dynamicrafter.lora)
+        self.lora_base: tuple[str, str] | None = None  # (model kind, base checksum) the adapter is trained on
+        self.trainable = (self._add_lora(model) if self.lora_spec is not None
+                          else apply_trainable(model, stage.trainable))
         self._frozen = frozen_modules(model)
         self.ema = EMA(model, self.trainable, config.ema_decay) if config.ema_decay else None
         # progress counters, saved in every checkpoint
@@ -84,8 +88,22 @@ class DynamiCrafterTraining(L.LightningModule):
     def parameter_summary(self) -> str:
         return parameter_table(self.model)
 
+    def _add_lora(self, model: DynamiCrafter) -> set[str]:
+        """Freeze the model and wrap its target layers with a LoRA adapter (peft, seeded initialization); the
+        adapter's factors are the trainable weights."""
+        from dynamicrafter.lora import add_adapter, base_checksum, model_kind
+
+        self.lora_base = (model_kind(model.config), base_checksum(model))
+        model.requires_grad_(False)
+        torch.manual_seed(self.config.seed)
+        add_adapter(model, self.lora_spec)
+        return {n for n, p in model.named_parameters() if p.requires_grad}
+
     def on_fit_start(self) -> None:
-        self.print(f"stage {self.stage.name}: {self.stage.summary}\n{self.parameter_summary()}")
+        lora = "" if self.lora_spec is None else (
+            f" -- LoRA rank {self.lora_spec.rank}, alpha {self.lora_spec.lora_alpha:g}, targets "
+            f"{self.lora_spec.targets}: only the adapters learn")
+        self.print(f"stage {self.stage.name}: {self.stage.summary}{lora}\n{self.parameter_summary()}")
         if self.ema is not None:
             self.ema.to(self.device)
 
@@ -313,10 +331,16 @@ class DynamiCrafterTraining(L.LightningModule):
         return frames[0].cpu()  # (3, t, H, W)
 
     def export(self, path: str) -> None:
-        """Write the trained model (EMA weights when EMA is on) for ``DynamiCrafterPipeline.from_checkpoint``."""
+        """Write the trained model (EMA weights when EMA is on) for ``DynamiCrafterPipeline.from_checkpoint``; with
+        LoRA the adapter file alone (for ``pipe.load_lora``)."""
         from dynamicrafter.checkpoint import save_checkpoint
+        from dynamicrafter.lora import adapter_state
 
         model = self.model
+        if self.lora_spec is not None:
+            with self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext():
+                self._save_lora(adapter_state(model), path)
+            return
         config = replace(model.config, unet=replace(model.config.unet, gradient_checkpointing=False))
         original = model.config
         model.config = config
@@ -333,9 +357,26 @@ class DynamiCrafterTraining(L.LightningModule):
         """Export from a gathered full state dict (sharded strategies: the local weights are shards)."""
         from dynamicrafter.checkpoint import save_checkpoint
 
+        if self.lora_spec is not None:  # the gathered adapter factors: model.<module>.lora_A.default.weight
+            self._save_lora({k.removeprefix("model.").replace(".default.", "."): v for k, v in state.items()
+                             if ".lora_A." in k or ".lora_B." in k}, path)
+            return
         copy = _rebuilt_from_state(self.model, state)
         copy.config = replace(copy.config, unet=replace(copy.config.unet, gradient_checkpointing=False))
         save_checkpoint(copy, path)
+
+
+    def _save_lora(self, state: dict[str, torch.Tensor], path: str) -> None:
+        from dynamicrafter.lora import save_adapter
+
+        assert self.lora_spec is not None and self.lora_base is not None
+        c = self.config
+        training = {"stage": c.stage, "init": c.init, "data": c.data, "steps": int(self.global_step),
+                    "max_steps": c.max_steps, "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed,
+                    "accumulate_grad_batches": c.accumulate_grad_batches, "num_frames": c.num_frames,
+                    "resolution": c.resolution, "precision": c.precision, "ema_decay": c.ema_decay,
+                    "gradient_checkpointing": c.gradient_checkpointing, "strategy": c.strategy}
+        save_adapter(path, state, self.lora_spec, self.lora_base[0], self.lora_base[1], training)
 
 
 def _rebuilt_from_state(model: DynamiCrafter, state: dict[str, torch.Tensor]) -> DynamiCrafter:

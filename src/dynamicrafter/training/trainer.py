@@ -8,6 +8,7 @@ Run folder (``--run-dir``)::
     logs/version_*/            TensorBoard events (when tensorboard is installed) or metrics.csv; one per (re)start
     model.safetensors          the trained model at the end (EMA weights when EMA is on), for
                                DynamiCrafterPipeline.from_checkpoint / dynamicrafter animate --checkpoint
+    lora.safetensors           instead, with --lora: the adapter alone (pipe.load_lora / animate --lora FILE)
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class RunPaths:
     def export(self) -> Path:
         return self.root / "model.safetensors"
 
+    @property
+    def lora(self) -> Path:
+        return self.root / "lora.safetensors"
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The model of a stage
@@ -94,10 +99,12 @@ def prepare_model(config: TrainConfig, stage: StageConfig, log: Any = print) -> 
                         seed=config.seed)
     unet = model.config.unet
     if stage.image_condition and not unet.image_cross_attention:
+        _no_surgery_with_lora(config, "has no image cross-attention")
         log("adding image cross-attention to the text-only U-Net (to_k_ip / to_v_ip copied from to_k / to_v)")
         model = add_image_cross_attention(model)
     wanted = config.in_channels or (unet.out_channels + model.config.vae.latent_channels if stage.vdg else None)
     if wanted is not None and wanted != model.config.unet.in_channels:
+        _no_surgery_with_lora(config, f"has {model.config.unet.in_channels} input channels, the stage needs {wanted}")
         log(f"expanding the U-Net input from {model.config.unet.in_channels} to {wanted} channels for VDG "
             f"(new conv_in weights zero: the network's function is unchanged at the start)")
         model = expand_conv_in(model, wanted)
@@ -105,6 +112,13 @@ def prepare_model(config: TrainConfig, stage: StageConfig, log: Any = print) -> 
     if interp != model.config.interp_mode:
         model.config = replace(model.config, interp_mode=interp)
     return set_gradient_checkpointing(model, config.gradient_checkpointing)
+
+
+def _no_surgery_with_lora(config: TrainConfig, problem: str) -> None:
+    """A LoRA adapter is for its base model as it is: a stage that would change the network is refused."""
+    if config.lora_rank is not None:
+        raise ConfigError(f"--lora: the --init model {problem}; an adapter cannot change the network: train that "
+                          f"stage fully first, or choose the stage the model was trained for")
 
 
 def stage_frames(config: TrainConfig, stage: StageConfig, model: DynamiCrafter) -> int:
@@ -275,7 +289,7 @@ def build_run(config: TrainConfig, callbacks: list[L.Callback] | None = None, lo
         PeriodicCheckpoint(paths.checkpoints, config.checkpoint_every, config.keep_checkpoints),
         SampleVideos(paths.samples, config.sample_every, data.sample_item() if config.sample_every else {},
                      config.sample_steps, model.config.defaults.save_fps, enabled=sampling and config.sample_every > 0),
-        ExportModel(paths.export, config.strategy),
+        ExportModel(paths.lora if config.lora_rank is not None else paths.export, config.strategy),
     ]
     if config.progress:
         all_callbacks.append(StepProgressBar(config.max_steps))

@@ -101,8 +101,10 @@ class ModelService:
 
     def describe_model(self) -> str:
         c = self.pipe.config
+        loras = getattr(self.pipe, "lora", None)
+        adapters = "".join(f", LoRA '{n}' x {s:g}" for n, s in loras.scales.items()) if loras is not None else ""
         return (f"model '{c.name}': {c.defaults.width}x{c.defaults.height}, {c.unet.temporal_length} frames, "
-                f"{self.pipe.device.type}")
+                f"{self.pipe.device.type}{adapters}")
 
     def check_settings(self, values: Mapping[str, Any], seed: Any, random_seed: bool) -> SamplingOptions:
         """The sampling options of the sliders (refused when out of range); seed None with ``random_seed``."""
