@@ -61,6 +61,16 @@ def test_rejects_the_controls(clips):
             assert reading.verdict(clip.scene.motion) != "correct", (name, clip.scene.motion, reading.label)
 
 
+def test_stays_right_on_the_shipped_autoencoders_reconstructions(clips):
+    from dynamicrafter.pipeline import DynamiCrafterPipeline
+
+    torch.set_flush_denormal(True)
+    pipe = DynamiCrafterPipeline.from_checkpoint(device="cpu")  # the shipped small model's autoencoder
+    picked = [c for c in clips if c.scene.motion in ("left", "up", "zoom_in", "zoom_out", "still")]
+    for clip, frames in zip(picked, V.autoencode(pipe, [c.frames for c in picked])):
+        assert read(frames, clip).label == clip.scene.motion, clip.scene
+
+
 def test_a_plain_disc_turning_is_undetermined_not_guessed(clips):
     rotating = next(c for c in clips if c.scene.motion == "rotate_cw")
     disc = replace(rotating.scene, main=replace(rotating.scene.main, shape="circle", texture="solid"))
@@ -122,3 +132,23 @@ def test_validation_table_on_two_clips_per_motion():
     assert results["clean (strides 2-3)"].rate() == 1.0
     assert all(r.rate() == 0.0 for r in validation.controls)
     assert "| autoencoder reconstruction |" in V.markdown(validation)
+
+
+def test_rescore_tables_count_the_named_motion_and_the_first_frame_shortcut():
+    from dynamicrafter.recipe.rescore import VideoRecord, swapped_table, true_caption_table
+
+    def record(motion, prompt, label, verdict=None):
+        return VideoRecord(0, motion, prompt, "square", label, verdict or ("correct" if label == prompt else "wrong"),
+                           "still", True, 0.0, 1.0, 0.0, 0.0)
+
+    motions = ("left", "right")
+    # clip moving left: the true prompt is followed, the swapped one is not (the video still goes left)
+    records = [record("left", "left", "left"), record("left", "right", "left"),
+               record("right", "right", "right"), record("right", "left", "still")]
+    true = true_caption_table(records, motions)
+    assert true[2].startswith("| tracker (new): shows the motion | 1.000 | 1.00 | 1.00 |")
+    swapped = swapped_table(records, motions)
+    assert swapped[2].startswith("| tracker (new): shows the named motion | 0.500 | 0.50 | 0.50 |")
+    shortcut = next(line for line in swapped if "own motion instead" in line)
+    assert shortcut.startswith("| tracker: shows the clip's own motion instead (prompt names another) | 0.500 | "
+                               "0.00 | 1.00 |")

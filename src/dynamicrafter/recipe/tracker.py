@@ -468,15 +468,12 @@ def evaluate_motion(frames: np.ndarray, scene: syn.Scene, data: syn.SyntheticCon
 
 @dataclass
 class Conformity:
-    """Per video, against the input (the real clip's first frame); colours in 0-255."""
+    """Per video, against the input (the real clip's first frame); colours in 0-255 (RGB distance)."""
 
-    first_colour_error: float  # |mean colour in the input's object core, generated frame 0 - input|
+    first_colour_error: float  # |object colour in generated frame 0 - in the input|
     first_iou: float  # IoU of the object's mask in generated frame 0 and in the input
-    clip_colour_error: float  # the same colour error following the tracked object, mean over frames
+    clip_colour_error: float  # the object colour error, mean over the frames
     background_flicker: float  # mean |frame t+1 - frame t| away from the object (0 for a faithful clip)
-
-
-CORE_EROSION_PX = 1
 
 
 def _input_layers(scene: syn.Scene, data: syn.SyntheticConfig) -> tuple[np.ndarray, np.ndarray, Appearance]:
@@ -492,27 +489,29 @@ def object_mask(frame: np.ndarray, still: np.ndarray, paint: np.ndarray) -> np.n
     return np.clip(((frame - still) * diff).sum(-1) / np.maximum((diff**2).sum(-1), 1e-6), 0.0, 1.0)
 
 
-def _core(alpha: np.ndarray) -> np.ndarray:
-    kernel = np.ones((2 * CORE_EROSION_PX + 1,) * 2, np.uint8)
-    core = cv2.erode((alpha >= 0.99).astype(np.uint8), kernel) > 0
-    return core if core.any() else alpha >= 0.5
+def object_colours(frames: np.ndarray, track: Track, appearance: Appearance, min_visibility: float) -> np.ndarray:
+    """The object's colour per frame (t, 3) in [0, 1]: the fitted light colour (blur and texture accounted for) where
+    the object is found, else the mean of the pixels it should cover."""
+    alphas, _ = appearance.layers(np.stack([f.pose for f in track.fits]))
+    colours = []
+    for frame, alpha, fit in zip(frames.astype(np.float64) / 255.0, alphas, track.fits):
+        inside = alpha >= 0.5 if (alpha >= 0.5).any() else alpha >= alpha.max()
+        colours.append(fit.coef[:, 2] if fit.visibility >= min_visibility else frame[inside].mean(axis=0))
+    return np.stack(colours)
 
 
-def conformity(frames: np.ndarray, scene: syn.Scene, data: syn.SyntheticConfig, track: Track | None = None
-               ) -> Conformity:
+def conformity(frames: np.ndarray, scene: syn.Scene, data: syn.SyntheticConfig, track: Track | None = None,
+               config: TrackerConfig = DEFAULT_TRACKER) -> Conformity:
     """Colour error, shape IoU, colour error over the clip and background flicker of a video (uint8 (t, h, w, 3))
     made from ``scene``'s first frame."""
     alpha, paint, appearance = _input_layers(scene, data)
     video = frames.astype(np.float64) / 255.0
-    still = appearance.still
-    target = (appearance.still * (1 - alpha[..., None]) + alpha[..., None] * paint)[_core(alpha)].mean(axis=0)
-    first_error = float(np.linalg.norm(video[0][_core(alpha)].mean(axis=0) - target) * 255.0)
-    mask_in, mask_out = alpha >= 0.5, object_mask(video[0], still, paint) >= 0.5
+    mask_in, mask_out = alpha >= 0.5, object_mask(video[0], appearance.still, paint) >= 0.5
     iou = float((mask_in & mask_out).sum() / max((mask_in | mask_out).sum(), 1))
-    track = track or track_object(frames, appearance)
+    track = track or track_object(frames, appearance, config)
+    errors = np.linalg.norm(object_colours(frames, track, appearance, config.min_visibility) - appearance.colour,
+                            axis=1) * 255.0
     alphas, _ = appearance.layers(np.stack([f.pose for f in track.fits]))
-    errors = [np.linalg.norm(v[_core(a)].mean(axis=0) - target) * 255.0 for v, a in zip(video, alphas)]
     near = cv2.dilate((alphas >= 0.05).astype(np.uint8).max(axis=0), np.ones((5, 5), np.uint8)) > 0
-    away = ~near
-    steps = np.abs(np.diff(video, axis=0))[:, away] if away.any() else np.zeros(1)
-    return Conformity(first_error, iou, float(np.mean(errors)), float(steps.mean() * 255.0))
+    steps = np.abs(np.diff(video, axis=0))[:, ~near] if (~near).any() else np.zeros(1)
+    return Conformity(float(errors[0]), iou, float(errors.mean()), float(steps.mean() * 255.0))
