@@ -466,7 +466,7 @@ def _texture_mix(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray | Non
     return None
 
 
-def _trajectory(obj: ObjectSpec, motion: str, rate: float, frames: int) -> tuple[np.ndarray, ...]:
+def object_trajectory(obj: ObjectSpec, motion: str, rate: float, frames: int) -> tuple[np.ndarray, ...]:
     """Per-frame centre x, y (pixels), radius (pixels) and angle (radians, clockwise on screen), each ``(t,)``."""
     steps = np.arange(frames, dtype=np.float64)
     x, y = np.full(frames, obj.x), np.full(frames, obj.y)
@@ -491,7 +491,7 @@ def _draw(canvas: np.ndarray, obj: ObjectSpec, motion: str, rate: float, grid: t
     Only the box the object covers over all frames is computed, which keeps small objects cheap.
     """
     frames, height, width = canvas.shape[:3]
-    trajectory = _trajectory(obj, motion, rate, frames)
+    trajectory = object_trajectory(obj, motion, rate, frames)
     cx, cy, radius, angle = (a.reshape(frames, 1, 1).astype(np.float32) for a in trajectory)
     reach = SHAPE_EXTENT * trajectory[2] + 1.0  # pixels from the centre the shape can cover, per frame
     x0, x1 = int(np.floor((trajectory[0] - reach).min())), int(np.ceil((trajectory[0] + reach).max()))
@@ -500,16 +500,24 @@ def _draw(canvas: np.ndarray, obj: ObjectSpec, motion: str, rate: float, grid: t
     if x0 >= x1 or y0 >= y1:
         return
     ys, xs = grid[0][:, y0:y1, x0:x1], grid[1][:, y0:y1, x0:x1]
-    dx, dy = xs - cx, ys - cy  # (t, h', w'): pixel offsets from the centre, y down
-    cos, sin = np.cos(angle), np.sin(angle)
-    u = (cos * dx + sin * dy) / radius  # rotate by -angle into the object's frame, in object units
-    v = (-sin * dx + cos * dy) / radius
-    alpha = np.clip(0.5 - SHAPE_SDFS[obj.shape](u, v) * radius, 0.0, 1.0)[..., None]  # 1-pixel antialiased edge
+    alpha, mix = object_coverage(obj.shape, obj.texture, xs - cx, ys - cy, radius, angle)
+    alpha = alpha[..., None]
     colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
-    mix = _texture_mix(obj.texture, u, v)
     paint = colour if mix is None else colour * (1.0 - (1.0 - TEXTURE_SHADE) * mix[..., None])
     region = canvas[:, y0:y1, x0:x1]
     region += alpha * (paint - region)
+
+
+def object_coverage(shape: str, texture: str, dx: np.ndarray, dy: np.ndarray, radius: np.ndarray | float,
+                    angle: np.ndarray | float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Coverage ``alpha`` in [0, 1] (1-pixel antialiased edge) and texture dark-shade weight (``None`` when solid) of
+    a shape at pixel offsets ``dx, dy`` from its centre (y down), ``radius`` pixels, ``angle`` radians clockwise on
+    screen; all broadcast together. The object's colour at a pixel is ``colour * (1 - (1 - TEXTURE_SHADE) * mix)``."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    u = (cos * dx + sin * dy) / radius  # rotate by -angle into the object's frame, in object units
+    v = (-sin * dx + cos * dy) / radius
+    alpha = np.clip(0.5 - SHAPE_SDFS[shape](u, v) * radius, 0.0, 1.0)
+    return alpha, _texture_mix(texture, u, v)
 
 
 def _background(spec: BackgroundSpec, height: int, width: int) -> np.ndarray:
@@ -542,29 +550,30 @@ def _background(spec: BackgroundSpec, height: int, width: int) -> np.ndarray:
     return np.clip(base + level[..., None], 0.0, 255.0).astype(np.float32)
 
 
-def _pixel_grid(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:config.height, 0:config.width].astype(np.float32) + 0.5  # pixel centres
-    return ys[None], xs[None]
-
-
-def _still_layer(scene: Scene, config: SyntheticConfig) -> np.ndarray:
-    """Background and distractors, float32 ``(1, h, w, 3)``."""
-    still = _background(scene.background, config.height, config.width)[None].copy()
-    for obj in scene.distractors:
-        _draw(still, obj, "still", 0.0, _pixel_grid(config))
-    return still
-
-
 def render_background(scene: Scene, config: SyntheticConfig) -> np.ndarray:
     """What ``scene`` shows without its main object (background and distractors) as uint8 ``(h, w, 3)``."""
-    return np.clip(_still_layer(scene, config)[0] + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(still_frame(scene, config) + 0.5, 0, 255).astype(np.uint8)
 
 
 def render_scene(scene: Scene, config: SyntheticConfig) -> np.ndarray:
     """The frames of ``scene`` as uint8 ``(t, h, w, 3)``."""
-    canvas = np.repeat(_still_layer(scene, config), config.frames, axis=0)
-    _draw(canvas, scene.main, scene.motion, scene.rate, _pixel_grid(config))
+    canvas = np.repeat(still_frame(scene, config)[None], config.frames, axis=0)
+    _draw(canvas, scene.main, scene.motion, scene.rate, pixel_grid(config))
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+
+
+def pixel_grid(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(ys, xs)``, each float32 ``(1, h, w)``."""
+    ys, xs = np.mgrid[0:config.height, 0:config.width].astype(np.float32) + 0.5
+    return ys[None], xs[None]
+
+
+def still_frame(scene: Scene, config: SyntheticConfig) -> np.ndarray:
+    """What stays put in ``scene``: the background with the distractors, float32 ``(h, w, 3)`` in [0, 255]."""
+    still = _background(scene.background, config.height, config.width)[None].copy()
+    for obj in scene.distractors:
+        _draw(still, obj, "still", 0.0, pixel_grid(config))
+    return still[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

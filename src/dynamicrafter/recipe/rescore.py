@@ -1,0 +1,211 @@
+"""Re-scoring a model with the motion tracker: true captions and the swapped-caption test.
+
+``python -m dynamicrafter.recipe.rescore [--checkpoint PATH] [--per-motion 10] --cache DIR [--out DIR]`` animates the
+report's held-out first frames (:func:`.report.held_out_clips`, each clip's own frame stride, the report's sampling
+settings and seeds) once per motion prompt: the clip's caption with its motion phrase replaced by each of the 9
+motions' (:func:`swap_caption`; the true caption is the one naming the clip's own motion). Every video is scored by
+the tracker (:mod:`.tracker`) and by the old flow classifier (:mod:`.motion_eval`), side by side:
+
+* true captions: does the video show the clip's motion (the report's motion accuracy);
+* swapped captions: does the video show the motion the prompt names, for every prompt (the measure of text-based
+  motion control), and how often it shows the clip's own motion instead (the first-frame shortcut);
+* conformity: colour error and shape IoU of the first frame, colour error over the clip and background flicker, next
+  to the same figures of the autoencoder's reconstructions of the real clips (the ceiling).
+
+Videos are cached per clip in ``--cache`` (an interrupted run resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dynamicrafter.data import synthetic as syn
+from dynamicrafter.errors import UserError
+from dynamicrafter.media import atomic_path
+from dynamicrafter.recipe import tracker as T
+from dynamicrafter.recipe.motion_eval import classify_motion
+from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
+from dynamicrafter.recipe.tiny import RECIPE_DATA
+from dynamicrafter.recipe.validate_tracker import autoencode
+
+
+def swap_caption(caption: str, motion: str, new_motion: str) -> str:
+    """``caption`` (of a clip showing ``motion``) with its motion phrase replaced by ``new_motion``'s phrase of the
+    same index and form (present tense or gerund); the rest of the caption is kept word for word."""
+    found = [(form, i, phrase) for i, pair in enumerate(syn.MOTION_PHRASES[motion]) for form, phrase in enumerate(pair)
+             if phrase in caption]
+    if len(found) != 1:
+        raise UserError(f"caption {caption!r} does not name the motion {motion!r} by exactly one known phrase "
+                        f"(found {[p for _, _, p in found]}); captions come from dynamicrafter.data.synthetic")
+    form, index, phrase = found[0]
+    options = syn.MOTION_PHRASES[new_motion]
+    return caption.replace(phrase, options[index % len(options)][form])
+
+
+def generate_videos(pipe, clips: list[syn.SyntheticClip], settings: EvalSettings, cache: Path,
+                    motions: tuple[str, ...] = syn.MOTIONS) -> dict[int, np.ndarray]:
+    """Per clip id: uint8 videos (len(motions), t, h, w, 3), the first frame animated with each motion's caption
+    (same seed for all); cached as ``cache/<clip id>.npy``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    videos = {}
+    for clip in tqdm(clips, desc="animating with every motion prompt", unit="clip"):
+        path = cache / f"{clip.scene.clip_id:08d}.npy"
+        if not path.is_file():
+            stack = []
+            for motion in motions:
+                caption = swap_caption(clip.scene.caption, clip.scene.motion, motion)
+                stack.append(generate(pipe, syn.SyntheticClip(clip.frames, replace(clip.scene, caption=caption)),
+                                      settings))
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, np.stack(stack))
+        videos[clip.scene.clip_id] = np.load(path)
+    return videos
+
+
+@dataclass
+class VideoRecord:
+    clip_id: int
+    motion: str  # the clip's own motion
+    prompt_motion: str  # the motion the prompt names
+    shape: str
+    label: str  # tracker
+    verdict: str  # tracker, against the prompt's motion
+    flow_label: str  # old flow classifier
+    rotation_observable: bool
+    first_colour_error: float
+    first_iou: float
+    clip_colour_error: float
+    background_flicker: float
+
+
+def score_videos(clips: list[syn.SyntheticClip], videos: dict[int, np.ndarray], data: syn.SyntheticConfig,
+                 motions: tuple[str, ...] = syn.MOTIONS) -> list[VideoRecord]:
+    records = []
+    for clip in tqdm(clips, desc="scoring", unit="clip"):
+        scene = clip.scene
+        appearance = T.Appearance.from_scene(scene, data)
+        for motion, video in zip(motions, videos[scene.clip_id]):
+            track = T.track_object(video, appearance)
+            reading = T.read_motion(track)
+            conf = T.conformity(video, scene, data, track)
+            records.append(VideoRecord(scene.clip_id, scene.motion, motion, scene.main.shape, reading.label,
+                                       reading.verdict(motion), classify_motion(video), reading.rotation_observable,
+                                       **asdict(conf)))
+    return records
+
+
+def _share(records: list[VideoRecord], test) -> float:
+    return float(np.mean([test(r) for r in records])) if records else math.nan
+
+
+def true_caption_table(records: list[VideoRecord], motions: tuple[str, ...]) -> list[str]:
+    true = [r for r in records if r.prompt_motion == r.motion]
+    lines = ["| measure | all | " + " | ".join(motions) + " |", "|---|---|" + "---|" * len(motions)]
+    for name, test in (("tracker (new): shows the motion", lambda r: r.verdict == "correct"),
+                       ("tracker: undetermined", lambda r: r.verdict == "undetermined"),
+                       ("flow classifier (old)", lambda r: r.flow_label == r.prompt_motion)):
+        per = " | ".join(f"{_share([r for r in true if r.motion == m], test):.2f}" for m in motions)
+        lines.append(f"| {name} | {_share(true, test):.3f} | {per} |")
+    return lines
+
+
+def swapped_table(records: list[VideoRecord], motions: tuple[str, ...]) -> list[str]:
+    """Per named motion, over every first frame: shows the named motion (tracker / flow), and, when the prompt names
+    another motion than the clip's, shows the clip's own motion instead."""
+    lines = ["| measure (every first frame x every motion prompt) | all | " + " | ".join(motions) + " |",
+             "|---|---|" + "---|" * len(motions)]
+    swapped = [r for r in records if r.prompt_motion != r.motion and r.motion != "still"]
+    rows = (("tracker (new): shows the named motion", records, lambda r: r.verdict == "correct"),
+            ("tracker: undetermined", records, lambda r: r.verdict == "undetermined"),
+            ("flow classifier (old): shows the named motion", records, lambda r: r.flow_label == r.prompt_motion),
+            ("tracker: shows the clip's own motion instead (prompt names another)", swapped,
+             lambda r: r.label == r.motion),
+            ("tracker: still", records, lambda r: r.label == "still"))
+    for name, subset, test in rows:
+        per = " | ".join(f"{_share([r for r in subset if r.prompt_motion == m], test):.2f}" for m in motions)
+        lines.append(f"| {name} | {_share(subset, test):.3f} | {per} |")
+    return lines
+
+
+def label_counts(records: list[VideoRecord]) -> str:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.label] = counts.get(r.label, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def conformity_rows(name: str, records: list[VideoRecord], ceiling: list[T.Conformity]) -> list[str]:
+    keys = ("first_colour_error", "first_iou", "clip_colour_error", "background_flicker")
+    lines = ["| videos | first-frame colour error (0-255) | first-frame shape IoU | colour error over the clip | "
+             "background flicker (0-255) |", "|---|---|---|---|---|"]
+    for label, subset in ((f"{name}, true captions", [r for r in records if r.prompt_motion == r.motion]),
+                          (f"{name}, all prompts", records)):
+        lines.append(f"| {label} | " + " | ".join(f"{np.mean([getattr(r, k) for r in subset]):.3f}" for k in keys)
+                     + " |")
+    lines.append("| autoencoder reconstruction of the real clip (ceiling) | " + " | ".join(
+        f"{np.mean([getattr(c, k) for c in ceiling]):.3f}" for k in keys) + " |")
+    return lines
+
+
+def markdown(name: str, records: list[VideoRecord], ceiling: list[T.Conformity], clips: int,
+             motions: tuple[str, ...], old: dict[str, float] | None = None) -> str:
+    true = [r for r in records if r.prompt_motion == r.motion]
+    lines = [f"# {name}: motion re-scored with the tracker", "",
+             f"{clips} held-out first frames (the report's clips and sampling settings), each animated with the "
+             f"{len(motions)} motion prompts (its caption with the motion phrase swapped); same seed per frame.", "",
+             "True captions (the report's motion accuracy):", "", *true_caption_table(records, motions), "",
+             f"Tracker labels, true captions: {label_counts(true)}.", "",
+             "Swapped captions (text-based motion control):", "", *swapped_table(records, motions), "",
+             f"Tracker labels, all prompts: {label_counts(records)}.", "",
+             "Conformity to the input:", "", *conformity_rows(name, records, ceiling)]
+    if old:
+        lines += ["", "Earlier report (flow classifier, reports/tiny/results.json): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in old.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dynamicrafter.recipe.rescore",
+                                     description="Re-score a model's motion with the tracker (true and swapped "
+                                                 "captions).")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="model (default: the shipped small model)")
+    parser.add_argument("--name", default="shipped model")
+    parser.add_argument("--per-motion", type=int, default=10, help="held-out first frames per motion (default 10)")
+    parser.add_argument("--cache", type=Path, required=True, help="folder for the generated videos (resumable)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for RESCORE.md and rescore.json")
+    args = parser.parse_args(argv)
+    from dynamicrafter.pipeline import DynamiCrafterPipeline
+
+    torch.set_flush_denormal(True)
+    pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    clips = held_out_clips(RECIPE_DATA, args.per_motion)
+    videos = generate_videos(pipe, clips, EvalSettings(), args.cache)
+    records = score_videos(clips, videos, RECIPE_DATA)
+    ceiling = [T.conformity(v, c.scene, RECIPE_DATA) for c, v in zip(clips, autoencode(pipe, [c.frames
+                                                                                              for c in clips]))]
+    old_path = Path("reports/tiny/results.json")
+    old = {v["name"]: v["accuracy"] for v in json.loads(old_path.read_text())["variants"]} if old_path.is_file() \
+        else None
+    text = markdown(args.name, records, ceiling, len(clips), syn.MOTIONS, old)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.out / "RESCORE.md") as tmp:
+            tmp.write_text(text)
+        with atomic_path(args.out / "rescore.json") as tmp:
+            tmp.write_text(json.dumps({"records": [asdict(r) for r in records],
+                                       "ceiling": [asdict(c) for c in ceiling]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

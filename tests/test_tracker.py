@@ -1,0 +1,154 @@
+"""The motion tracker (recipe.tracker): right on held-out clips, robust to the degradations of generated clips and to
+the autoencoder, honest about rotations it cannot see, and it rejects the controls. Also the swapped captions, the
+conformity measures and the first-frame shortcut's classifiers."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dynamicrafter.data import synthetic as syn
+from dynamicrafter.errors import UserError
+from dynamicrafter.recipe import tracker as T
+from dynamicrafter.recipe import validate_tracker as V
+from dynamicrafter.recipe.rescore import swap_caption
+from dynamicrafter.recipe.shortcut import gaussian_predict, knn_predict
+from dynamicrafter.recipe.tiny import RECIPE_DATA
+
+DATA = RECIPE_DATA
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[syn.SyntheticClip]:
+    return V.test_clips(DATA, 1, (2, 3))  # one held-out clip per motion, strides 2-3
+
+
+def read(frames: np.ndarray, clip: syn.SyntheticClip) -> T.MotionReading:
+    return T.evaluate_motion(frames, clip.scene, DATA)
+
+
+def test_shape_periods_are_measured_from_the_outlines():
+    periods = {shape: T.shape_period(shape) for shape in syn.SHAPES if shape not in syn.ROUND_SHAPES}
+    # the diamond (|u| + |v| <= 1) is a square turned by 45 degrees: 90, not the generator's table value 180
+    assert periods == {"square": 90, "triangle": 120, "star": 72, "diamond": 90, "cross": 90, "hexagon": 60}
+
+
+def test_reads_every_motion_of_clean_clips_and_follows_the_true_path(clips):
+    for clip in clips:
+        appearance = T.Appearance.from_scene(clip.scene, DATA)
+        track = T.track_object(clip.frames, appearance)
+        assert T.read_motion(track).label == clip.scene.motion, clip.scene
+        x, y, radius, _ = syn.object_trajectory(clip.scene.main, clip.scene.motion, clip.scene.rate, len(clip.frames))
+        assert np.abs(track.x - x).max() < 0.4 and np.abs(track.y - y).max() < 0.4
+        assert np.abs(np.exp(track.log_radius) / radius - 1).max() < 0.06
+
+
+def test_stays_right_on_degraded_clips(clips):
+    """Blur 1.5 px + colour drift + shape distortion + noise: translations, zooms and still clips stay right; a
+    rotation may become undetermined (its angle blurred away) but is never read as another motion."""
+    for clip, frames in zip(clips, V.degrade(clips, V.generated_like, 0)):
+        verdict = read(frames, clip).verdict(clip.scene.motion)
+        allowed = ("correct", "undetermined") if clip.scene.motion.startswith("rotate") else ("correct",)
+        assert verdict in allowed, (clip.scene, verdict)
+
+
+def test_rejects_the_controls(clips):
+    moving = [c for c in clips if c.scene.motion in ("left", "down", "zoom_out", "rotate_cw")]
+    for key, (name, control) in enumerate(V.CONTROLS.items()):
+        for clip, frames in zip(moving, V.degrade(moving, control, 100 + key)):
+            reading = read(frames, clip)
+            assert reading.verdict(clip.scene.motion) != "correct", (name, clip.scene.motion, reading.label)
+
+
+def test_stays_right_on_the_shipped_autoencoders_reconstructions(clips):
+    from dynamicrafter.pipeline import DynamiCrafterPipeline
+
+    torch.set_flush_denormal(True)
+    pipe = DynamiCrafterPipeline.from_checkpoint(device="cpu")  # the shipped small model's autoencoder
+    picked = [c for c in clips if c.scene.motion in ("left", "up", "zoom_in", "zoom_out", "still")]
+    for clip, frames in zip(picked, V.autoencode(pipe, [c.frames for c in picked])):
+        assert read(frames, clip).label == clip.scene.motion, clip.scene
+
+
+def test_a_plain_disc_turning_is_undetermined_not_guessed(clips):
+    rotating = next(c for c in clips if c.scene.motion == "rotate_cw")
+    disc = replace(rotating.scene, main=replace(rotating.scene.main, shape="circle", texture="solid"))
+    reading = T.evaluate_motion(syn.render_scene(disc, DATA), disc, DATA)
+    assert not reading.rotation_observable and reading.label == "still"
+    assert reading.verdict("rotate_cw") == "undetermined" and reading.verdict("still") == "correct"
+    assert reading.verdict("left") == "wrong"
+
+
+def test_an_object_that_is_gone_is_lost(clips):
+    clip = clips[0]
+    empty = np.repeat(np.rint(syn.still_frame(clip.scene, DATA)).astype(np.uint8)[None], len(clip.frames), axis=0)
+    assert read(empty, clip).label == "lost"
+
+
+def test_conformity_is_perfect_on_the_input_and_drops_when_the_object_changes(clips):
+    still = next(c for c in clips if c.scene.motion == "still")
+    own = T.conformity(still.frames, still.scene, DATA)
+    assert own.first_colour_error < 1.0 and own.first_iou > 0.99 and own.clip_colour_error < 1.0
+    assert own.background_flicker == 0.0
+    blurred = T.conformity(V.blur(2.0)(still.frames, None), still.scene, DATA)
+    assert 0.3 < blurred.first_iou < own.first_iou
+    greyed = still.frames.copy()
+    greyed[..., :] = greyed.mean(axis=-1, keepdims=True).astype(np.uint8)  # colour gone, shape kept
+    assert T.conformity(greyed, still.scene, DATA).first_colour_error > 20
+
+
+def _phrase(caption: str, motion: str) -> str:
+    return next(p for pair in syn.MOTION_PHRASES[motion] for p in pair if p in caption)
+
+
+def test_swapped_captions_change_only_the_motion_phrase(clips):
+    for clip in clips:
+        caption, motion = clip.scene.caption, clip.scene.motion
+        assert swap_caption(caption, motion, motion) == caption
+        for other in syn.MOTIONS:
+            swapped = swap_caption(caption, motion, other)
+            assert swapped.replace(_phrase(swapped, other), "#") == caption.replace(_phrase(caption, motion), "#")
+            swap_caption(swapped, other, motion)  # names ``other`` by exactly one phrase
+    with pytest.raises(UserError, match="does not name the motion"):
+        swap_caption("a red ball", "left", "right")
+
+
+def test_shortcut_classifiers_find_a_given_away_label_and_not_a_hidden_one():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(600, 3))
+    given_away = np.where(x[:, 0] > 0.5, "right", "left")  # the label is in the features
+    hidden = rng.choice(["left", "right"], size=600)  # the label is not
+    for predict in (knn_predict, gaussian_predict):
+        assert np.mean(predict(x[:400], given_away[:400], x[400:]) == given_away[400:]) > 0.9
+        assert np.mean(predict(x[:400], hidden[:400], x[400:]) == hidden[400:]) < 0.65
+
+
+@pytest.mark.slow
+def test_validation_table_on_two_clips_per_motion():
+    torch.set_flush_denormal(True)
+    validation = V.run_validation(per_motion=2, rotation_clips=8)
+    results = {r.name: r for r in validation.conditions}
+    assert results["clean (strides 2-3)"].rate() == 1.0
+    assert all(r.rate() == 0.0 for r in validation.controls)
+    assert "| autoencoder reconstruction |" in V.markdown(validation)
+
+
+def test_rescore_tables_count_the_named_motion_and_the_first_frame_shortcut():
+    from dynamicrafter.recipe.rescore import VideoRecord, swapped_table, true_caption_table
+
+    def record(motion, prompt, label, verdict=None):
+        return VideoRecord(0, motion, prompt, "square", label, verdict or ("correct" if label == prompt else "wrong"),
+                           "still", True, 0.0, 1.0, 0.0, 0.0)
+
+    motions = ("left", "right")
+    # clip moving left: the true prompt is followed, the swapped one is not (the video still goes left)
+    records = [record("left", "left", "left"), record("left", "right", "left"),
+               record("right", "right", "right"), record("right", "left", "still")]
+    true = true_caption_table(records, motions)
+    assert true[2].startswith("| tracker (new): shows the motion | 1.000 | 1.00 | 1.00 |")
+    swapped = swapped_table(records, motions)
+    assert swapped[2].startswith("| tracker (new): shows the named motion | 0.500 | 0.50 | 0.50 |")
+    shortcut = next(line for line in swapped if "own motion instead" in line)
+    assert shortcut.startswith("| tracker: shows the clip's own motion instead (prompt names another) | 0.500 | "
+                               "0.00 | 1.00 |")
