@@ -1,15 +1,16 @@
 """Sampler convergence: how far each sampler's result is from a many-step DDIM (eta 0) reference, by step count.
 
 For every model, the held-out clips of the recipe's generated data set (2 per motion: 18 inputs, first frame +
-caption, the model's default frame stride) are animated in one batch from fixed noise z_T (seed 0) with the model's
-released guidance settings and timestep spacing; every sampler runs at eta 0 through the pipeline
-(``sampler=...``). Printed per model: the mean over the inputs of the RMS distance to the reference of the final
-latents and of the decoded frames (grey levels, 0-255), for each step count, and the fewest steps of the grid at
-which each sampler is as close as 50-step DDIM. Two rows frame the numbers: the reference against itself from
-another noise (what an unrelated sample scores) and 50-step DDIM.
+caption, the model's default frame stride) are animated in one batch from fixed noise z_T (seed 0), with the
+model's released guidance settings and timestep spacing (``--spacing`` overrides it); every sampler runs through
+the pipeline (``sampler=...``, eta 0). Printed per model: the mean over the inputs of the RMS distance of the final
+latents, and of the decoded frames (grey levels 0-255), to 250-step DDIM, for 5, 8, 10, 15, 20, 25 and 50 steps, and
+the fewest of these steps at which each sampler is as close as 50-step DDIM. For scale, 50-step DDIM from another
+noise (an unrelated sample) is printed too.
 
     python benchmarks/sampler_convergence.py                                  # the shipped small model (v, zero SNR)
-    python benchmarks/sampler_convergence.py --model shipped --model runs/eps-sampler-test/model.safetensors
+    python benchmarks/sampler_convergence.py --model runs/eps-sampler-test/run/model.safetensors
+    python benchmarks/sampler_convergence.py --prepare-eps-model runs/eps-sampler-test   # the eps model's start
     python benchmarks/sampler_convergence.py --quick                          # seconds: a random tiny model (tests)
 """
 
@@ -34,7 +35,7 @@ REFERENCE_STEPS = 250
 QUICK_STEPS = (2, 4)
 QUICK_REFERENCE_STEPS = 8
 SEED = 0
-EPS_TRAIN_STEPS = 1000
+EPS_TRAIN_STEPS = 500
 
 
 @dataclass
@@ -43,23 +44,32 @@ class Inputs:
     prompts: list[str]
 
 
+# The references: DDIM at the reference steps, and its Richardson extrapolation 1.25 DDIM_250 - 0.25 DDIM_50. DDIM is
+# first order (its error ~ c / steps, also for the end scale s of its smallest timestep), so DDIM_250 is itself off
+# by about a fifth of DDIM_50's error, in the direction DDIM's errors take: the distances to it favour DDIM and
+# floor the higher-order samplers; the extrapolation cancels that first-order term.
+REFERENCES = ("ddim", "extrapolated")
+MEASURES = ("latent", "frames")
+
+
 @dataclass
 class Result:
-    """Mean RMS distances to the reference, per sampler and step count: latents and frames (grey levels)."""
+    """Mean RMS distances per (reference, measure) -> sampler -> steps; measures: latents, frames (grey levels)."""
 
     model: str
     num_inputs: int
     steps: tuple[int, ...]
     reference_steps: int
-    latent: dict[str, dict[int, float]] = field(default_factory=dict)
-    frames: dict[str, dict[int, float]] = field(default_factory=dict)
-    control: tuple[float, float] = (0.0, 0.0)  # DDIM at the baseline steps from another noise
+    baseline_steps: int
+    distances: dict[tuple[str, str], dict[str, dict[int, float]]] = field(default_factory=dict)
+    control: dict[tuple[str, str], float] = field(default_factory=dict)  # baseline DDIM from another noise
     seconds: float = 0.0
 
-    def steps_to_match(self, sampler: str, baseline: float, what: str = "latent") -> int | None:
-        """The fewest steps of the grid at which ``sampler`` is at least as close as ``baseline``."""
-        table = getattr(self, what)[sampler]
-        return next((s for s in self.steps if table[s] <= baseline), None)
+    def steps_to_match(self, reference: str, what: str, sampler: str) -> int | None:
+        """The fewest steps of the grid at which ``sampler`` is at least as close as DDIM at the baseline steps."""
+        table = self.distances[reference, what]
+        baseline = table["ddim"][self.baseline_steps]
+        return next((s for s in self.steps if table[sampler][s] <= baseline), None)
 
 
 def held_out_inputs(per_motion: int) -> Inputs:
@@ -77,10 +87,10 @@ def random_inputs(count: int, size: int) -> Inputs:
     return Inputs(images, [f"a shape moving {('left', 'right', 'up', 'down')[i % 4]}" for i in range(count)])
 
 
-def generate(pipe: DynamiCrafterPipeline, inputs: Inputs, sampler: str, steps: int, noise: torch.Tensor
-             ) -> torch.Tensor:
+def generate(pipe: DynamiCrafterPipeline, inputs: Inputs, sampler: str, steps: int, noise: torch.Tensor,
+             spacing: str | None = None) -> torch.Tensor:
     """Final latents from ``noise`` (fixed VDG posterior draw: the same generator seed every call)."""
-    out = pipe(inputs.images, inputs.prompts, sampler=sampler, num_inference_steps=steps,
+    out = pipe(inputs.images, inputs.prompts, sampler=sampler, num_inference_steps=steps, timestep_spacing=spacing,
                eta=0.0, latents=noise, generator=torch.Generator().manual_seed(SEED), output_type="latent")
     return out.latents
 
@@ -95,43 +105,57 @@ def grey(latents: torch.Tensor, pipe: DynamiCrafterPipeline) -> torch.Tensor:
 
 
 def measure(pipe: DynamiCrafterPipeline, name: str, inputs: Inputs, samplers: list[str], steps: tuple[int, ...],
-            reference_steps: int, baseline_steps: int) -> Result:
-    """Distances to ``reference_steps``-step DDIM; the control is ``baseline_steps``-step DDIM from other noise."""
+            reference_steps: int, baseline_steps: int, spacing: str | None = None) -> tuple[Result, dict]:
+    """Every sampler at every step count from one noise, the references (:data:`REFERENCES`) and the control
+    (``baseline_steps``-step DDIM from another noise); returns the distances and the final latents."""
     t0 = time.perf_counter()
     shape = pipe.prepare_latents(len(inputs.images), pipe.resolve_options(None), None).shape
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
     other = torch.randn(shape, generator=torch.Generator().manual_seed(SEED + 1))
-    ref = generate(pipe, inputs, "ddim", reference_steps, noise)
-    ref_frames = grey(ref, pipe)
-    control = generate(pipe, inputs, "ddim", baseline_steps, other)
-    result = Result(name, len(inputs.images), steps, reference_steps,
-                    control=(rms(control, ref).mean().item(), rms(grey(control, pipe), ref_frames).mean().item()))
+    latents = {("ddim", reference_steps): generate(pipe, inputs, "ddim", reference_steps, noise, spacing)}
     for sampler in samplers:
-        result.latent[sampler], result.frames[sampler] = {}, {}
         for s in steps:
-            z = generate(pipe, inputs, sampler, s, noise)
-            result.latent[sampler][s] = rms(z, ref).mean().item()
-            result.frames[sampler][s] = rms(grey(z, pipe), ref_frames).mean().item()
-            print(f"  {name}: {sampler} {s} steps: latents {result.latent[sampler][s]:.4f}", file=sys.stderr)
+            latents[sampler, s] = generate(pipe, inputs, sampler, s, noise, spacing)
+            print(f"  {name}: {sampler} {s} steps", file=sys.stderr)
+    control = generate(pipe, inputs, "ddim", baseline_steps, other, spacing)
+    ref = latents["ddim", reference_steps]
+    base = latents["ddim", baseline_steps]
+    references = {"ddim": ref, "extrapolated": ref + (ref - base) * baseline_steps / (reference_steps - baseline_steps)}
+    decoded = {key: grey(z, pipe) for key, z in [*latents.items(), (("control", 0), control),
+                                                  *((("ref", k), z) for k, z in references.items())]}
+    result = Result(name, len(inputs.images), steps, reference_steps, baseline_steps)
+    for reference, z_ref in references.items():
+        for what in MEASURES:
+            target = z_ref if what == "latent" else decoded["ref", reference]
+
+            def distance(key, z):
+                return rms(z if what == "latent" else decoded[key], target).mean().item()  # noqa: B023
+
+            result.distances[reference, what] = {
+                sampler: {s: distance((sampler, s), latents[sampler, s]) for s in steps} for sampler in samplers}
+            result.control[reference, what] = distance(("control", 0), control)
     result.seconds = time.perf_counter() - t0
-    return result
+    return result, {"references": references, "runs": latents, "control": control}
 
 
-def table(result: Result, what: str, baseline_steps: int) -> str:
-    """One markdown table: a row per sampler, a column per step count, the steps to match DDIM at baseline_steps."""
-    values = getattr(result, what)
-    control = result.control[0 if what == "latent" else 1]
-    baseline = values["ddim"].get(baseline_steps)
-    head = f"| sampler | {' | '.join(str(s) for s in result.steps)} | steps to match {baseline_steps}-step DDIM |"
+def table(result: Result, reference: str, what: str) -> str:
+    """One markdown table: a row per sampler, a column per step count, the steps to match baseline DDIM."""
+    values = result.distances[reference, what]
+    b = result.baseline_steps
+    head = f"| sampler | {' | '.join(str(s) for s in result.steps)} | steps to match {b}-step DDIM |"
     lines = [head, "|" + "---|" * (len(result.steps) + 2)]
-    for sampler, row in values.items():
-        match = result.steps_to_match(sampler, baseline, what) if baseline is not None else None
-        cells = " | ".join(f"{row[s]:.4f}" if what == "latent" else f"{row[s]:.2f}" for s in result.steps)
-        lines.append(f"| {sampler} | {cells} | {match if match is not None else '-'} |")
-    unit = "RMS, latents" if what == "latent" else "RMS, decoded frames in grey levels 0-255"
     fmt = ".4f" if what == "latent" else ".2f"
-    lines.append(f"\nMean distance to {result.reference_steps}-step DDIM ({unit}); {baseline_steps}-step DDIM from "
-                 f"another noise (an unrelated sample): {control:{fmt}}.")
+    for sampler, row in values.items():
+        match = result.steps_to_match(reference, what, sampler)
+        cells = " | ".join(f"{row[s]:{fmt}}" for s in result.steps)
+        lines.append(f"| {sampler} | {cells} | {match if match is not None else '-'} |")
+    unit = "latents" if what == "latent" else "decoded frames, grey levels 0-255"
+    r = result.reference_steps
+    target = (f"{r}-step DDIM (eta 0)" if reference == "ddim" else
+              f"the extrapolated reference DDIM_{r} + (DDIM_{r} - DDIM_{b}) {b} / {r - b} (DDIM's first-order error "
+              f"cancelled)")
+    lines.append(f"\nMean RMS distance ({unit}) to {target}; {b}-step DDIM from another noise (an unrelated sample): "
+                 f"{result.control[reference, what]:{fmt}}.")
     return "\n".join(lines)
 
 
@@ -187,7 +211,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated (default: all)")
     parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="comma-separated step counts")
     parser.add_argument("--reference-steps", type=int, default=REFERENCE_STEPS)
+    parser.add_argument("--spacing", choices=("uniform", "uniform_trailing"), help="default: each model's own")
     parser.add_argument("--per-motion", type=int, default=2, help="held-out clips per motion (9 motions)")
+    parser.add_argument("--save-latents", metavar="DIR", type=Path, help="save every final latent tensor there")
     parser.add_argument("--quick", action="store_true", help="a random tiny model, 4 random inputs, few steps")
     parser.add_argument("--prepare-eps-model", metavar="DIR", type=Path,
                         help="write the eps model's starting checkpoint and training latents to DIR, print the "
@@ -212,14 +238,18 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for name, make, inputs in runs:
         pipe = make()
         c = pipe.config
-        result = measure(pipe, name, inputs, samplers, steps, reference_steps, baseline_steps)
+        if "ddim" not in samplers:
+            samplers.insert(0, "ddim")  # the baseline and the extrapolated reference
+        result, latents = measure(pipe, name, inputs, samplers, steps, reference_steps, baseline_steps, args.spacing)
+        if args.save_latents is not None:
+            args.save_latents.mkdir(parents=True, exist_ok=True)
+            torch.save(latents, args.save_latents / f"{Path(name).stem}.pt")
         print(f"\n### {name}: {c.schedule.parameterization}-prediction, "
               f"{'zero terminal SNR' if c.schedule.rescale_betas_zero_snr else 'no zero SNR'}"
               f"{', dynamic rescale' if c.schedule.use_dynamic_rescale else ''}, "
-              f"{c.defaults.timestep_spacing} spacing, guidance {c.defaults.guidance_scale:g} "
+              f"{args.spacing or c.defaults.timestep_spacing} spacing, guidance {c.defaults.guidance_scale:g} "
               f"(rescale {c.defaults.guidance_rescale:g}); {result.num_inputs} inputs; {result.seconds:.0f} s\n")
-        print(table(result, "latent", baseline_steps) + "\n")
-        print(table(result, "frames", baseline_steps))
+        print("\n\n".join(table(result, reference, what) for reference in REFERENCES for what in MEASURES))
         results.append(result)
     return results
 
