@@ -168,10 +168,10 @@ def load(model: str) -> DynamiCrafterPipeline:
 
 def quick_pipeline() -> DynamiCrafterPipeline:
     """A random tiny v-prediction model on a zero-SNR schedule with dynamic rescale and trailing spacing."""
-    from dynamicrafter.config import tiny_config
+    from dynamicrafter.config import config_for_tests
     from dynamicrafter.testing import random_model
 
-    config = tiny_config(parameterization="v", height=32, width=32, num_frames=2)
+    config = config_for_tests(parameterization="v", height=32, width=32, num_frames=2)
     config = replace(config, defaults=replace(config.defaults, timestep_spacing="uniform_trailing",
                                               guidance_rescale=0.7))
     pipe = DynamiCrafterPipeline(random_model(config, SEED), device="cpu", dtype=torch.float32)

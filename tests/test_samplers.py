@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynamicrafter.config import ScheduleConfig, tiny_config
+from dynamicrafter.config import ScheduleConfig, config_for_tests
 from dynamicrafter.diffusion.ddim import sample_ddim
 from dynamicrafter.diffusion.dpm_solver import sample_dpmpp_2m
 from dynamicrafter.diffusion.ode import ode_grid
@@ -105,7 +105,7 @@ def test_registry_options_and_flags_list_the_same_samplers():
 
 
 def test_eta_set_for_a_deterministic_sampler_warns():
-    config = tiny_config()
+    config = config_for_tests()
     with pytest.warns(UserWarning, match="eta 0.5 is ignored by the deterministic sampler 'unipc'"):
         SamplingOptions(sampler="unipc", eta=0.5).resolved(config)
     with warnings.catch_warnings():
@@ -314,7 +314,7 @@ def test_callback_sees_every_step_and_can_replace_the_latents(name):
 @pytest.mark.parametrize("name", NEW)
 @pytest.mark.parametrize("parameterization", ["eps", "v"])
 def test_pipeline_sampler_option_runs_all_guidance_branches_in_one_network_batch(name, parameterization):
-    pipe = tiny_pipeline(tiny_config(parameterization=parameterization, height=32, width=32, num_frames=2))
+    pipe = tiny_pipeline(config_for_tests(parameterization=parameterization, height=32, width=32, num_frames=2))
     calls = []
     forward = pipe.model.unet.forward
 
