@@ -85,10 +85,14 @@ def resolve_seed(seed: int) -> int:
 def load_pipeline(args: argparse.Namespace):
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
+    from dynamicrafter.utils import default_device
+
     t0 = time.perf_counter()
+    on_cpu = torch.device(args.device or default_device()).type == "cpu"
     pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, config=args.config, device=args.device,
                                                  dtype=args.dtype, text_encoder_path=args.text_encoder,
-                                                 image_encoder_path=args.image_encoder)
+                                                 image_encoder_path=args.image_encoder,
+                                                 low_memory=on_cpu)  # CLIP towers loaded per call, chunked decode
     print(f"loaded model '{pipe.config.name}' on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')}) "
           f"in {time.perf_counter() - t0:.1f}s")
     return pipe
