@@ -84,7 +84,6 @@ def resolve_seed(seed: int) -> int:
 
 def load_pipeline(args: argparse.Namespace):
     from dynamicrafter.pipeline import DynamiCrafterPipeline
-
     from dynamicrafter.utils import default_device
 
     t0 = time.perf_counter()
