@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import resource
 import time
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=1, help="timed steps (after one warm-up on CUDA)")
+    parser.add_argument("--model-channels", type=int, help="narrower U-Net of the preset's layout (quick trials)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--variant", action="append", default=[], choices=sorted(VARIANTS),
                         help="candidate change, timed against the current code alternately (--repeats rounds)")
@@ -66,6 +68,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     config = tiny_config() if args.preset == "tiny" else get_preset(args.preset)
+    if args.model_channels:
+        config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, model_channels=args.model_channels))
     device = torch.device(args.device)
     dtype = parse_dtype(args.dtype, device)
     height, width = args.height or config.defaults.height, args.width or config.defaults.width
@@ -157,8 +161,35 @@ def compiled(unet: UNet3D):
     yield torch.compile(unet)
 
 
+@contextlib.contextmanager
+def temporal_tokens_contiguous(unet: UNet3D):
+    """Temporal transformers: one permute-copy straight to contiguous (b*h*w, t, c) tokens and back (the current
+    code copies to (b*h*w, c, t) and feeds a transposed view to the linear layers)."""
+    from dynamicrafter.models import attention
+
+    original = attention.TemporalTransformer.forward
+
+    def forward(self, x, controls=attention.AS_TRAINED):
+        if not self.use_linear:
+            return original(self, x, controls)
+        b, c, t, h, w = x.shape
+        tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # (bhw, t, c), contiguous
+        tokens = self.proj_in(tokens)
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril() if self.causal else None
+        for block in self.transformer_blocks:
+            tokens = block(tokens, mask=mask, controls=controls)
+        tokens = self.proj_out(tokens)  # (bhw, t, c)
+        return tokens.view(b, h, w, t, c).permute(0, 4, 3, 1, 2) + x
+
+    attention.TemporalTransformer.forward = forward
+    try:
+        yield unet
+    finally:
+        attention.TemporalTransformer.forward = original
+
+
 VARIANTS = {"channels_last": channels_last, "short_attention_as_matmul": short_attention_as_matmul,
-            "compile": compiled}
+            "temporal_tokens_contiguous": temporal_tokens_contiguous, "compile": compiled}
 
 
 @torch.no_grad()
