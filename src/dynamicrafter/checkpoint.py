@@ -358,14 +358,18 @@ def load_model(
     image_encoder_path: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    skip: Iterable[str] = (),
 ) -> DynamiCrafter:
     """Build a :class:`DynamiCrafter` from a checkpoint (+ optional tower files), strictly.
 
     Without ``config`` the model kind is detected from the tensors (or taken from the file's metadata).
     Every parameter must be provided by the files: a missing network raises an error that says which file to add.
     A folder is read as a diffusers-style folder or a Hugging Face snapshot (:mod:`dynamicrafter.pretrained`).
+    The tensors of a file are memory-mapped and assigned to the networks without a second copy (a file in the
+    requested ``dtype`` on the CPU is used in place). Networks named in ``skip`` (see ``model.COMPONENTS``) are left
+    on the meta device, without memory; :func:`load_components` loads them later (files only).
     """
-    path = Path(path)
+    path, skip = Path(path), set(skip)
     if path.is_dir():
         from dynamicrafter.pretrained import load_folder
 
@@ -383,33 +387,60 @@ def load_model(
         config = PRESETS[detected]
         log.info("detected model '%s' from the checkpoint tensors", detected)
     _check_schedule(sd, config, path, detected)
-
-    sources: list[tuple[Path, Mapping[str, torch.Tensor]]] = [(path, sd)]
-    for extra in (text_encoder_path, image_encoder_path):
-        if extra is not None:
-            sources.append((Path(extra), read_state_dict(extra)))
-
-    model = build_empty(config)
     if stored is not None and stored.name != config.name:
         hint = f" (the file stores its own config '{stored.name}': leave out --config)"
     elif detected and detected != config.name:
         hint = f" (the file looks like preset '{detected}': pass --config {detected})"
     else:
         hint = " (pass --config with the preset or YAML file the checkpoint was trained with)"
+    model = build_empty(config)
+    sources = _sources(path, sd, text_encoder_path, image_encoder_path)
+    del sd
+    for comp in components(config):  # a skipped network must still be in the files (it is loaded later)
+        if comp.name in skip and not any(_source_layout(src, comp) for _, src in sources):
+            raise CheckpointError(_missing_component_message(comp, path))
+    _assign_components(model, [c.name for c in components(config) if c.name not in skip], sources, device, dtype,
+                       hint)
+    return model.eval().requires_grad_(False)
+
+
+def load_components(model: DynamiCrafter, names: Iterable[str], path: str | os.PathLike, *,
+                    text_encoder_path: str | os.PathLike | None = None,
+                    image_encoder_path: str | os.PathLike | None = None,
+                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    """(Re)load the networks ``names`` of ``model`` from the files, replacing their tensors (e.g. networks that
+    :func:`load_model` skipped or that were released to the meta device to save memory)."""
+    sources = _sources(Path(path), read_state_dict(path), text_encoder_path, image_encoder_path)
+    _assign_components(model, list(names), sources, device, dtype, "")
+
+
+def _sources(path: Path, sd: Mapping[str, torch.Tensor], *extra: str | os.PathLike | None
+             ) -> list[tuple[Path, Mapping[str, torch.Tensor]]]:
+    """The checkpoint and the optional tower files, opened (memory-mapped, nothing read yet)."""
+    return [(path, sd)] + [(Path(p), read_state_dict(p)) for p in extra if p is not None]
+
+
+def _assign_components(model: DynamiCrafter, names: list[str], sources: list[tuple[Path, Mapping[str, torch.Tensor]]],
+                       device: torch.device | str, dtype: torch.dtype, hint: str) -> None:
+    """Convert, check and assign the tensors of each named network from the first source that holds it."""
+    config = model.config
     for comp in components(config):
+        if comp.name not in names:
+            continue
         module = model.component(comp.name)
         expected = module.state_dict()
         found = next(((p, c) for p, src in sources if (c := convert_component(src, comp, config, dtype)) is not None),
                      None)
         if found is None:
-            raise CheckpointError(_missing_component_message(comp, path))
+            raise CheckpointError(_missing_component_message(comp, sources[0][0]))
         src_path, (tensors, _) = found
         message = _mismatch_message(expected, tensors, comp, config, hint)
         if message:
             raise CheckpointError(f"'{src_path}': {message}")
         module.load_state_dict(tensors, strict=True, assign=True)
-    materialize_buffers(model)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        del tensors, found
+        materialize_buffers(module)
+        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def _missing_component_message(comp: Component, path: Path) -> str:

@@ -40,7 +40,8 @@ from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.errors import ConfigError, UserError
 from dynamicrafter.lora import LoadedAdapters
 from dynamicrafter.media import as_image_list, image_input_to_tensor
-from dynamicrafter.model import DynamiCrafter
+from dynamicrafter.memory import Mode, Placement
+from dynamicrafter.model import COMPONENTS, DynamiCrafter
 from dynamicrafter.models.controls import UNetControls
 from dynamicrafter.options import SamplingOptions
 from dynamicrafter.utils import parse_dtype, randn, resolve_device, warn_half_on_cpu
@@ -50,6 +51,7 @@ OutputType = Literal["pil", "np", "pt", "latent"]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 StepCallback = Callable[["DynamiCrafterPipeline", int, int, dict[str, torch.Tensor]], Any]
 DenoiserWrapper = Callable[[Callable, Conditioning], Callable]
+TOWERS = ("text_encoder", "image_encoder")  # the CLIP towers: used once per call, before denoising
 
 
 @dataclass
@@ -89,10 +91,15 @@ class DynamiCrafterPipeline:
         self.device = resolve_device(device) if device is not None else model.device
         self.dtype = dtype or model.dtype
         warn_half_on_cpu(self.device, self.dtype)
-        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
-        self.offload_encoders = False  # move the CLIP towers to the CPU between uses (saves GPU memory)
+        for name in COMPONENTS:  # networks skipped when loading (meta tensors) stay as they are
+            if not any(p.is_meta for p in model.component(name).parameters()):
+                model.component(name).to(self.device, self.dtype)
+        self.model = model.eval().requires_grad_(False)
+        self.placement = Placement(self.model, self.device)  # where each network's weights live (memory.py)
+        self.decode_chunk_size: int | None = None  # frames per VAE decoder call (None: the released batching)
         self.progress_bar_config: dict[str, Any] = {}
         self.checkpoint_path: Path | None = None  # the file the model was loaded from (set by from_checkpoint)
+        self.encoder_paths: tuple[Path | None, Path | None] = (None, None)  # separate text / image tower files
         self.lora = LoadedAdapters(self.model)  # LoRA adapters in use (see load_lora)
 
     # -------------------------------------------------------------------------------------------------------------
@@ -103,13 +110,15 @@ class DynamiCrafterPipeline:
     def from_checkpoint(cls, path: str | os.PathLike | None = None, config: str | Path | ModelConfig | None = None,
                         device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
                         text_encoder_path: str | os.PathLike | None = None,
-                        image_encoder_path: str | os.PathLike | None = None) -> DynamiCrafterPipeline:
+                        image_encoder_path: str | os.PathLike | None = None,
+                        low_memory: bool = False) -> DynamiCrafterPipeline:
         """Load a released checkpoint (.ckpt / .safetensors) or one of the project's own.
 
         ``config``: a preset name ("256", "512", "1024", "512_interp"), a released YAML file or a ModelConfig;
         detected from the tensors when None. ``device`` defaults to CUDA when available; ``dtype`` to fp32 on CPU
         and bf16 on CUDA. Without ``path`` the project's built-in small model is used (when installed). A folder is
-        read as :meth:`from_pretrained` does.
+        read as :meth:`from_pretrained` does. ``low_memory``: :meth:`enable_low_memory` (the CLIP towers are not even
+        loaded until a call needs them; files only: a folder is loaded whole).
         """
         from dynamicrafter.checkpoint import load_model
 
@@ -119,11 +128,16 @@ class DynamiCrafterPipeline:
             from dynamicrafter.weights import default_checkpoint
 
             path = default_checkpoint()
+        low_memory = low_memory and not Path(path).is_dir()  # a folder's parts are loaded whole
         model = load_model(path, resolve_config(config) if config is not None else None,
                            text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
-                           device=device, dtype=torch_dtype)
+                           device=device, dtype=torch_dtype, skip=TOWERS if low_memory else ())
         pipe = cls(model, device, torch_dtype)
         pipe.checkpoint_path = Path(path)
+        pipe.encoder_paths = tuple(Path(p) if p is not None else None  # type: ignore[assignment]
+                                   for p in (text_encoder_path, image_encoder_path))
+        if low_memory:
+            pipe.enable_low_memory()
         return pipe
 
     @classmethod
@@ -135,6 +149,61 @@ class DynamiCrafterPipeline:
         if not Path(path).is_dir():
             raise UserError(f"from_pretrained reads a folder, '{path}' is not one (use from_checkpoint for files)")
         return cls.from_checkpoint(path, config=config, device=device, dtype=dtype)
+
+    # -------------------------------------------------------------------------------------------------------------
+    # Memory plans (memory.py): where the weights live while a call runs
+    # -------------------------------------------------------------------------------------------------------------
+
+    def enable_low_memory(self, decode_chunk_size: int | None = 2) -> None:
+        """Lower the peak memory of a call (for CPU runs of the released models): the CLIP towers are loaded from the
+        checkpoint file (memory-mapped) when a call encodes its prompts and image, and dropped right after, so they
+        never sit beside the U-Net's activations; the VAE decodes ``decode_chunk_size`` frames at a time (models
+        released with per-frame decoding keep one frame). Outputs are unchanged (see tests/test_memory.py)."""
+        if self.checkpoint_path is None:
+            raise UserError("low-memory mode reloads the CLIP towers from the checkpoint file: build the pipeline with "
+                            "DynamiCrafterPipeline.from_checkpoint(...)")
+        self.placement.reload = self._reload
+        for name in TOWERS:
+            self.placement.set(name, "released")
+        self.decode_chunk_size = decode_chunk_size
+
+    def enable_model_cpu_offload(self, device: torch.device | str | None = None) -> None:
+        """Keep every network on the CPU and copy each to ``device`` (default: CUDA) only while it runs: the GPU
+        holds one network at a time (the U-Net's weights at most)."""
+        self._offload({name: "offload" for name in COMPONENTS}, device)
+
+    def enable_sequential_cpu_offload(self, device: torch.device | str | None = None) -> None:
+        """As :meth:`enable_model_cpu_offload`, but the U-Net and the VAE are copied block by block while each block
+        runs (one U-Net layer's weights on the GPU at a time: for 6-8 GB cards; slower, every step copies all)."""
+        self._offload({name: "blocks" if name in ("unet", "vae") else "offload" for name in COMPONENTS}, device)
+
+    def enable_fp8_weights(self) -> None:
+        """Store the U-Net's linear-layer weights in float8 (e4m3, one scale per output row; torchao) and compute in
+        bf16: about half the U-Net's weight memory of bf16 (its convolutions keep bf16 weights)."""
+        try:
+            from torchao.quantization import Float8WeightOnlyConfig, quantize_
+        except ImportError as e:
+            raise UserError(f"fp8 weights need torchao ({_one_line(e)}): pip install torchao") from None
+        if self.dtype != torch.bfloat16:
+            dtype = str(self.dtype).removeprefix("torch.")
+            raise UserError(f"fp8 weights compute in bf16 but the pipeline runs in {dtype}: load it with dtype='bf16'")
+        with self.placement.use("unet"):
+            quantize_(self.model.unet, Float8WeightOnlyConfig())
+
+    def _offload(self, modes: dict[str, Mode], device: torch.device | str | None) -> None:
+        execution = resolve_device(device)
+        self.device = self.placement.device = execution
+        for name, mode in modes.items():
+            if self.placement.modes[name] != "released":
+                self.placement.set(name, mode)
+
+    def _reload(self, names: list[str]) -> None:
+        """Load released networks back from the checkpoint file (and the separate tower files)."""
+        from dynamicrafter.checkpoint import load_components
+
+        assert self.checkpoint_path is not None
+        load_components(self.model, names, self.checkpoint_path, text_encoder_path=self.encoder_paths[0],
+                        image_encoder_path=self.encoder_paths[1], device=self.device, dtype=self.dtype)
 
     @property
     def config(self) -> ModelConfig:
@@ -171,13 +240,13 @@ class DynamiCrafterPipeline:
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """Prompts -> text tokens (b, 77, d)."""
-        with self._encoder_on_device(self.model.text_encoder):
+        with self.placement.use("text_encoder"):
             return encode_text(self.model, prompts)
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (b, 3, H, W) in [-1, 1] -> context tokens of P (b, n_img, d)."""
-        with self._encoder_on_device(self.model.image_encoder):
+        with self.placement.use("image_encoder", "image_proj"):
             return encode_image_tokens(self.model, images.to(self.device, self.dtype))
 
     @torch.no_grad()
@@ -187,12 +256,14 @@ class DynamiCrafterPipeline:
 
         ``sample=True`` draws from the posterior with ``generator`` (as released); False uses its mean.
         """
-        return self.model.vae.encode(video.to(self.device, self.dtype), generator, sample, chunk_size).float()
+        with self.placement.use("vae"):
+            return self.model.vae.encode(video.to(self.device, self.dtype), generator, sample, chunk_size).float()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Latents (b, 4, t, h, w) -> frames (b, 3, t, 8h, 8w) in [-1, 1] (clamped)."""
-        video = self.model.vae.decode(latents.to(self.device, self.dtype), chunk_size)
+        with self.placement.use("vae"):
+            video = self.model.vae.decode(latents.to(self.device, self.dtype), chunk_size)
         return video.float().clamp(-1.0, 1.0)
 
     def preprocess_image(self, image: ImageInput, height: int, width: int, resize_mode: str = "released"
@@ -300,8 +371,9 @@ class DynamiCrafterPipeline:
         tokens ("" or the negative prompt when unconditional), P's tokens of the image (of an all-zeros image when
         unconditional), the VDG latents (the same in every branch) and fs."""
         guidance = _guidance(opts)
-        text, negative_text = self._text_embeds(inputs, pre, guidance.num_branches > 1)
-        image_tokens, null_tokens = self._image_embeds(inputs, opts, pre, guidance.num_branches > 1)
+        with self.placement.use(*TOWERS, lazy=True):  # a tower loaded for this step serves all its encodings
+            text, negative_text = self._text_embeds(inputs, pre, guidance.num_branches > 1)
+            image_tokens, null_tokens = self._image_embeds(inputs, opts, pre, guidance.num_branches > 1)
         with _timed(timings if timings is not None else {}, "encode_vdg"):
             concat = self._vdg_input(inputs, opts, pre, generator, sample_posterior)
         fs = torch.full((inputs.batch,), int(opts.frame_stride), dtype=torch.long,  # type: ignore[arg-type]
@@ -355,7 +427,8 @@ class DynamiCrafterPipeline:
                 return result["latents"] if isinstance(result, dict) and "latents" in result else None
 
             sampler = SAMPLERS[str(opts.sampler)]
-            return sampler(denoise, latents, self.model.schedule, timesteps, opts.eta, generator, on_step)
+            with self.placement.use("unet"):
+                return sampler(denoise, latents, self.model.schedule, timesteps, opts.eta, generator, on_step)
 
     def _network(self, opts: SamplingOptions) -> Callable[..., torch.Tensor]:
         """The U-Net in the pipeline's dtype with this call's controls (lambda per layer; the circular time axis
@@ -372,8 +445,8 @@ class DynamiCrafterPipeline:
 
     def decode(self, latents: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Step 5: latents -> frames (b, 3, t, H, W) in [-1, 1] on the CPU (one frame at a time for models
-        released with ``perframe_ae``)."""
-        chunk = chunk_size or (1 if self.config.defaults.perframe_ae else None)
+        released with ``perframe_ae``, else ``decode_chunk_size`` frames: all at once by default)."""
+        chunk = chunk_size or (1 if self.config.defaults.perframe_ae else self.decode_chunk_size)
         return self.decode_latents(latents, chunk).cpu()
 
     @staticmethod
@@ -453,20 +526,6 @@ class DynamiCrafterPipeline:
             return None
         return latents if opts.vdg else torch.zeros_like(latents)
 
-    @contextlib.contextmanager
-    def _encoder_on_device(self, encoder: torch.nn.Module) -> Iterator[None]:
-        """With ``offload_encoders``, keep a CLIP tower on the CPU except while it runs."""
-        if not self.offload_encoders or self.device.type == "cpu":
-            yield
-            return
-        encoder.to(self.device)
-        try:
-            yield
-        finally:
-            encoder.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-
 
 def _controls(opts: SamplingOptions, circular: bool = False) -> UNetControls:
     """The U-Net controls of the options: lambda's factor (0 with the context stream off) and the time axis."""
@@ -485,6 +544,10 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__
 
 
 def _text_list(value: Any, name: str) -> list[str]:

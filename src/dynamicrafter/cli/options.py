@@ -50,11 +50,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def load_pipeline(args: argparse.Namespace) -> Any:
     """The pipeline of the model options (imports torch and the networks)."""
     from dynamicrafter.pipeline import DynamiCrafterPipeline
+    from dynamicrafter.utils import resolve_device
 
     t0 = time.perf_counter()
+    on_cpu = resolve_device(args.device).type == "cpu"
     pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, config=args.config, device=args.device,
                                                  dtype=args.dtype, text_encoder_path=args.text_encoder,
-                                                 image_encoder_path=args.image_encoder)
+                                                 image_encoder_path=args.image_encoder,
+                                                 low_memory=on_cpu)  # CLIP towers loaded per call, chunked decode
     print(f"loaded model '{pipe.config.name}' on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')}) "
           f"in {time.perf_counter() - t0:.1f}s")
     from dynamicrafter.lora import load_lora_options
