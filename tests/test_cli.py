@@ -7,7 +7,7 @@ from dynamicrafter.cli import COMMANDS, build_parser, main
 from dynamicrafter.cli.options import NOT_FLAGS, sampling_options
 from dynamicrafter.media import read_video_frames
 from dynamicrafter.options import SETTINGS, SamplingOptions, TemporalWindows
-from helpers import random_image, tiny_checkpoint
+from dynamicrafter.testing import random_image, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ STEPS = 25
 
 
 @pytest.fixture(scope="module")
-def pipe() -> DynamiCrafterPipeline:
+def shipped() -> DynamiCrafterPipeline:
+    """The shipped small model (not the random-weight ``pipe`` of the other modules)."""
     torch.set_flush_denormal(True)
     pipe = DynamiCrafterPipeline.from_checkpoint(device="cpu")  # no path: the shipped model
     pipe.set_progress_bar_config(disable=True)
@@ -81,45 +82,45 @@ LAMBDA_0_TO_1_MAX = 0.7
 STRIDE_3_TO_1_MIN = 1.0
 
 
-def test_first_frame_resembles_its_own_input_not_others(pipe, clips):
+def test_first_frame_resembles_its_own_input_not_others(shipped, clips):
     clips = clips[::2]  # one clip per motion
-    firsts = [animate(pipe, clip)[0] for clip in clips]
+    firsts = [animate(shipped, clip)[0] for clip in clips]
     own = np.array([psnr(f, c.frames[0]) for f, c in zip(firsts, clips)])
     other = np.array([np.mean([psnr(f, o.frames[0]) for o in clips if o is not c]) for f, c in zip(firsts, clips)])
     assert (own > other).all(), (own, other)
     assert own.mean() - other.mean() > OWN_MINUS_OTHER_PSNR_MIN, (own, other)
 
 
-def test_motion_follows_the_prompt_above_chance(pipe, clips):
-    predicted = [classify_motion(animate(pipe, clip)) for clip in clips]
+def test_motion_follows_the_prompt_above_chance(shipped, clips):
+    predicted = [classify_motion(animate(shipped, clip)) for clip in clips]
     correct = sum(p == c.scene.motion for p, c in zip(predicted, clips))
     assert correct >= MOTION_CORRECT_MIN, list(zip([c.scene.motion for c in clips], predicted))
 
 
-def test_interpolation_ends_reproduce_their_own_inputs(pipe, clips):
+def test_interpolation_ends_reproduce_their_own_inputs(shipped, clips):
     moving = [c for c in clips if c.scene.motion != "still"]
     for clip in (moving[0], moving[3]):  # a "left" and a "right" clip: the ends are far apart
-        report = interpolation_report(pipe, Image.fromarray(clip.frames[0]), Image.fromarray(clip.frames[-1]),
+        report = interpolation_report(shipped, Image.fromarray(clip.frames[0]), Image.fromarray(clip.frames[-1]),
                                       clip.scene.caption, num_inference_steps=STEPS)
         assert report.vdg_ends
         assert report.start_error < INTERP_END_TO_CROSS_MAX * report.cross_error, (clip.scene.motion, report)
         assert report.end_error < INTERP_END_TO_CROSS_MAX * report.cross_error, (clip.scene.motion, report)
 
 
-def test_windowed_32_frames_have_no_seam_jump(pipe, clips):
+def test_windowed_32_frames_have_no_seam_jump(shipped, clips):
     clip = next(c for c in clips if c.scene.motion == "left")
-    report = window_report(pipe, Image.fromarray(clip.frames[0]), clip.scene.caption, num_frames=32,
+    report = window_report(shipped, Image.fromarray(clip.frames[0]), clip.scene.caption, num_frames=32,
                            num_inference_steps=STEPS)
     assert report.frames == 32 and report.covered
     assert report.boundary_step <= WINDOW_SEAM_FACTOR * report.interior_step, report
 
 
 @pytest.fixture(scope="module")
-def loops(pipe, clips):
+def loops(shipped, clips):
     """Per loop method: (median seam / mean step, mean step, median first-frame error, frames) over the clips."""
     figures = {}
     for method in ("ring", "closed", "open"):
-        reports = [loop_report(pipe, Image.fromarray(c.frames[0]), c.scene.caption, method=method,
+        reports = [loop_report(shipped, Image.fromarray(c.frames[0]), c.scene.caption, method=method,
                                num_inference_steps=STEPS) for c in clips]
         figures[method] = (float(np.median([r.seam_ratio for r in reports])),
                            float(np.mean([r.mean_step for r in reports])),
@@ -141,11 +142,11 @@ def test_closed_loops_wrap_with_a_smaller_seam_than_open_loops(loops):
     assert loops["closed"][1] > CLOSED_TO_OPEN_MOTION_MIN * loops["open"][1], loops
 
 
-def test_lambda_and_frame_stride_change_the_motion(pipe, clips):
+def test_lambda_and_frame_stride_change_the_motion(shipped, clips):
     moving = [c for c in clips if c.scene.motion in ("left", "right", "up", "down")]
 
     def translation(**kwargs) -> float:
-        return float(np.mean([estimate_motion(animate(pipe, c, **kwargs)).displacements["translation"]
+        return float(np.mean([estimate_motion(animate(shipped, c, **kwargs)).displacements["translation"]
                               for c in moving]))
 
     by_lambda = {s: translation(image_attention_scale=s) for s in (0.0, 1.0)}

@@ -22,18 +22,12 @@ from dynamicrafter.testing import random_model, write_random_checkpoint
 from dynamicrafter.training import TrainConfig, build_run
 from dynamicrafter.training.model_setup import set_gradient_checkpointing
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
 SIZE = (16, 16)
 FAST = dict(resolution=SIZE, batch_size=1, accumulate_grad_batches=1, num_workers=0, progress=False,
             sample_every=0, checkpoint_every=2, frame_stride=2, log_every=1, lr=1e-2)
 GEN = dict(height=SIZE[0], width=SIZE[1], num_inference_steps=2, output_type="pt")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

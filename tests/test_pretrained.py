@@ -19,13 +19,7 @@ from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.pretrained import MODEL_INDEX, load_pretrained, save_pretrained
 from dynamicrafter.testing import random_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def small_preset(name: str) -> ModelConfig:

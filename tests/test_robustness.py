@@ -25,7 +25,7 @@ from dynamicrafter.errors import UserError
 from dynamicrafter.media import MAX_IMAGE_PIXELS, image_input_to_tensor, load_image, save_video
 from dynamicrafter.options import SamplingOptions
 from dynamicrafter.pipeline import DynamiCrafterPipeline
-from helpers import random_image, tiny_checkpoint, tiny_pipeline
+from dynamicrafter.testing import random_image, tiny_checkpoint
 
 T = config_for_tests().unet.temporal_length
 NO_CUDA = not torch.cuda.is_available()
@@ -194,11 +194,6 @@ def test_folder_mode_reads_test_prompts_lists_skips_reads_webp_and_redoes_incomp
 # ----------------------------------------------------------------------------------------------------------------
 # The Python API
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
 
 
 IMAGE = random_image(64, 64)

@@ -21,7 +21,7 @@ from dynamicrafter.diffusion.timesteps import sampling_timesteps
 from dynamicrafter.diffusion.unipc import corrector_weights, sample_unipc
 from dynamicrafter.errors import ConfigError
 from dynamicrafter.options import SAMPLER_NAMES, SETTINGS_BY_NAME, SamplingOptions
-from helpers import random_image, tiny_pipeline
+from dynamicrafter.testing import random_image, tiny_pipeline
 
 EPS = NoiseSchedule.from_config(ScheduleConfig())
 V_PLAIN = NoiseSchedule.from_config(ScheduleConfig(parameterization="v"))

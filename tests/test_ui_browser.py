@@ -20,7 +20,7 @@ import pytest
 
 from dynamicrafter.config import config_for_tests
 from dynamicrafter.media import read_video_frames
-from helpers import tiny_checkpoint
+from dynamicrafter.testing import tiny_checkpoint
 
 pytestmark = pytest.mark.browser
 

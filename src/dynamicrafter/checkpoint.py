@@ -364,17 +364,12 @@ def load_model(
 
     Without ``config`` the model kind is detected from the tensors (or taken from the file's metadata).
     Every parameter must be provided by the files: a missing network raises an error that says which file to add.
-    A folder is read as a diffusers-style folder or a Hugging Face snapshot (:mod:`dynamicrafter.pretrained`).
-    The tensors of a file are memory-mapped and assigned to the networks without a second copy (a file in the
-    requested ``dtype`` on the CPU is used in place). Networks named in ``skip`` (see ``model.COMPONENTS``) are left
-    on the meta device, without memory; :func:`load_components` loads them later (files only).
+    The tensors are memory-mapped and assigned to the networks without a second copy (a file in the requested
+    ``dtype`` on the CPU is used in place). Networks named in ``skip`` (see ``model.COMPONENTS``) are left on the
+    meta device, without memory; :func:`load_components` loads them later. Folders (diffusers-style, Hugging Face
+    snapshots) are read by :func:`dynamicrafter.pretrained.load_model_or_folder`.
     """
     path, skip = Path(path), set(skip)
-    if path.is_dir():
-        from dynamicrafter.pretrained import load_folder
-
-        return load_folder(path, config, text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
-                           device=device, dtype=dtype)
     sd = read_state_dict(path)
     stored = config_from_metadata(sd)
     detected = stored.name if stored is not None else detect_preset(sd, path)

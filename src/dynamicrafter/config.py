@@ -130,6 +130,7 @@ class ScheduleConfig:
 
 
 TimestepSpacing = Literal["uniform", "uniform_trailing"]
+SPACINGS: tuple[str, ...] = ("uniform", "uniform_trailing")  # the values of TimestepSpacing (sampled timesteps)
 
 
 @dataclass(frozen=True)

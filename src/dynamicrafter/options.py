@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dynamicrafter.config import ModelConfig
-from dynamicrafter.diffusion.timesteps import SPACINGS
+from dynamicrafter.config import SPACINGS, ModelConfig
 from dynamicrafter.errors import UserError
 from dynamicrafter.models.controls import ImageAttentionScale, parse_image_attention_scale
 

@@ -120,7 +120,7 @@ class DynamiCrafterPipeline:
         read as :meth:`from_pretrained` does. ``low_memory``: :meth:`enable_low_memory` (the CLIP towers are not even
         loaded until a call needs them; files only: a folder is loaded whole).
         """
-        from dynamicrafter.checkpoint import load_model
+        from dynamicrafter.pretrained import load_model_or_folder
 
         device = resolve_device(device)
         torch_dtype = parse_dtype(dtype, device)
@@ -129,7 +129,7 @@ class DynamiCrafterPipeline:
 
             path = default_checkpoint()
         low_memory = low_memory and not Path(path).is_dir()  # a folder's parts are loaded whole
-        model = load_model(path, resolve_config(config) if config is not None else None,
+        model = load_model_or_folder(path, resolve_config(config) if config is not None else None,
                            text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
                            device=device, dtype=torch_dtype, skip=TOWERS if low_memory else ())
         pipe = cls(model, device, torch_dtype)

@@ -34,14 +34,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dynamicrafter.checkpoint import build_empty, materialize_buffers
+from dynamicrafter.checkpoint import build_empty, load_model, materialize_buffers
 from dynamicrafter.config import ModelConfig, VAEConfig
 from dynamicrafter.errors import CheckpointError, UserError
 from dynamicrafter.model import COMPONENTS, DynamiCrafter
@@ -249,8 +249,6 @@ def load_folder(folder: str | os.PathLike, config: ModelConfig | None = None, *,
                 image_encoder_path: str | os.PathLike | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32) -> DynamiCrafter:
     """A diffusers-style folder, or a Hugging Face cache folder holding a released ``model.ckpt`` (no network)."""
-    from dynamicrafter.checkpoint import load_model
-
     if is_pretrained_folder(folder):
         return load_pretrained(folder, config, device, dtype)
     checkpoint = find_snapshot_checkpoint(folder)
@@ -260,3 +258,16 @@ def load_folder(folder: str | os.PathLike, config: ModelConfig | None = None, *,
                               f"file or such a folder")
     return load_model(checkpoint, config, text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
                       device=device, dtype=dtype)
+
+
+def load_model_or_folder(path: str | os.PathLike, config: ModelConfig | None = None, *,
+                         text_encoder_path: str | os.PathLike | None = None,
+                         image_encoder_path: str | os.PathLike | None = None, device: torch.device | str = "cpu",
+                         dtype: torch.dtype = torch.float32, skip: Iterable[str] = ()) -> DynamiCrafter:
+    """What ``--checkpoint`` names: a checkpoint file (:func:`dynamicrafter.checkpoint.load_model`, with ``skip``)
+    or a folder (:func:`load_folder`, loaded whole)."""
+    if Path(path).is_dir():
+        return load_folder(path, config, text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
+                           device=device, dtype=dtype)
+    return load_model(path, config, text_encoder_path=text_encoder_path, image_encoder_path=image_encoder_path,
+                      device=device, dtype=dtype, skip=skip)

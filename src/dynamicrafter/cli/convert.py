@@ -32,13 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dynamicrafter.checkpoint import load_model
     from dynamicrafter.config import resolve_config
-    from dynamicrafter.pretrained import save_pretrained
+    from dynamicrafter.pretrained import load_model_or_folder, save_pretrained
 
     t0 = time.perf_counter()
     dtype = getattr(torch, DTYPES[args.dtype])
-    model = load_model(args.src, resolve_config(args.config) if args.config else None,
+    model = load_model_or_folder(args.src, resolve_config(args.config) if args.config else None,
                        text_encoder_path=args.text_encoder, image_encoder_path=args.image_encoder, dtype=dtype)
     out = save_pretrained(model, args.out_dir, dtype, overwrite=args.overwrite)
     print(f"wrote {out} (model '{model.config.name}', {args.dtype}) in {time.perf_counter() - t0:.1f}s; load it with "

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dynamicrafter.config import SPACINGS
 from dynamicrafter.errors import ConfigError
-
-SPACINGS = ("uniform", "uniform_trailing")
 
 
 def sampling_timesteps(num_steps: int, spacing: str = "uniform", num_train_timesteps: int = 1000) -> list[int]:

@@ -29,12 +29,13 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from dynamicrafter.checkpoint import build_empty, load_component, load_model, materialize_buffers
+from dynamicrafter.checkpoint import build_empty, load_component, materialize_buffers
 from dynamicrafter.config import ModelConfig
 from dynamicrafter.errors import ConfigError
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.models.attention import TemporalTransformer
 from dynamicrafter.models.unet import TemporalConvBlock
+from dynamicrafter.pretrained import load_model_or_folder
 
 GROUPS = ("P", "spatial", "temporal", "other")
 IMAGE_ATTENTION_PATTERN = re.compile(r"\.attn2\.(to_k_ip\.weight|to_v_ip\.weight|alpha)$")
@@ -213,7 +214,7 @@ def build_model(config: ModelConfig | None, init: str | None = None, *, text_enc
     ``text_encoder`` / ``image_encoder`` files, or an ``init`` checkpoint, for real training.
     """
     if init is not None:
-        model = load_model(init, config, text_encoder_path=text_encoder, image_encoder_path=image_encoder)
+        model = load_model_or_folder(init, config, text_encoder_path=text_encoder, image_encoder_path=image_encoder)
         return model.train()
     if config is None:
         raise ConfigError("no model: give --config (a preset, a released YAML, test_size) or --init CHECKPOINT")

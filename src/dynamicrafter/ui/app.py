@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from dynamicrafter.errors import UserError
-from dynamicrafter.options import DEFAULT_SEED, SamplingOptions
+from dynamicrafter.options import DEFAULT_SEED, SAMPLER_NAMES, SamplingOptions
 from dynamicrafter.ui.config import STORYBOARD_SHOTS
 from dynamicrafter.ui.inputs import SEED_MAX, SETTING_NAMES, check_image
 from dynamicrafter.ui.service import JobResult, ModelService
@@ -91,15 +91,17 @@ def outputs(result: JobResult) -> Outputs:
 
 @dataclass
 class SettingInputs:
-    """The sampling controls of one tab (sliders in :data:`SETTING_NAMES` order, then the seed)."""
+    """The sampling controls of one tab (sliders in :data:`SETTING_NAMES` order, the seed, then the sampler: last,
+    so that API calls written before it existed keep their positions)."""
 
     sliders: list[gr.Slider]
     seed: gr.Number
     random_seed: gr.Checkbox
+    sampler: gr.Dropdown
 
     @property
     def components(self) -> list[gr.components.Component]:
-        return [*self.sliders, self.seed, self.random_seed]
+        return [*self.sliders, self.seed, self.random_seed, self.sampler]
 
 
 @dataclass
@@ -129,7 +131,10 @@ def setting_inputs(service: ModelService, tab: str) -> SettingInputs:
                              elem_id=f"{tab}-seed")
             random_seed = gr.Checkbox(False, label="Random seed (the seed used is shown with the result)",
                                       elem_id=f"{tab}-random-seed")
-    return SettingInputs(sliders, seed, random_seed)
+            sampler = gr.Dropdown(list(SAMPLER_NAMES), value=SAMPLER_NAMES[0], label="Sampler",
+                                  info="ddim: the released sampler; dpmpp_2m / unipc: as close in fewer steps",
+                                  elem_id=f"{tab}-sampler")
+    return SettingInputs(sliders, seed, random_seed, sampler)
 
 
 def result_outputs(tab: str) -> ResultOutputs:
@@ -193,43 +198,48 @@ def generation_handlers(service: ModelService) -> Handlers:
     """The four generation handlers over ``service``: Gradio values -> checked options -> a job -> outputs."""
 
     def checked(*values: Any) -> SamplingOptions:
-        *controls, seed, random_seed = values
-        return service.check_settings(dict(zip(SETTING_NAMES, controls)), seed, random_seed)
+        *controls, seed, random_seed, sampler = values
+        return service.check_settings({**dict(zip(SETTING_NAMES, controls)), "sampler": sampler}, seed, random_seed)
 
     @shown_errors
     def animate(image: Any, prompt: str, steps: int, guidance_scale: float, eta: float, frame_stride: int,
                 image_attention_scale: float, frames: int, seed: int, random_seed: bool,
-                progress: gr.Progress = PROGRESS) -> Outputs:
+                sampler: str = SAMPLER_NAMES[0], progress: gr.Progress = PROGRESS) -> Outputs:
         """Animate an image following a text prompt; returns (video, download file, seed used, summary)."""
-        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed)
+        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed,
+                           sampler)
         return outputs(service.animate(image, prompt, settings, progress=progress_reporter(progress), warn=warn))
 
     @shown_errors
     def interpolate(first_image: Any, last_image: Any, prompt: str, steps: int, guidance_scale: float, eta: float,
                     frame_stride: int, image_attention_scale: float, frames: int, seed: int, random_seed: bool,
-                    progress: gr.Progress = PROGRESS) -> Outputs:
+                    sampler: str = SAMPLER_NAMES[0], progress: gr.Progress = PROGRESS) -> Outputs:
         """Generative interpolation from the first to the last image; returns (video, download, seed, summary)."""
-        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed)
+        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed,
+                           sampler)
         return outputs(service.interpolate(first_image, last_image, prompt, settings,
                                            progress=progress_reporter(progress), warn=warn))
 
     @shown_errors
     def loop(first_image: Any, last_image: Any, prompt: str, steps: int, guidance_scale: float, eta: float,
              frame_stride: int, image_attention_scale: float, frames: int, seed: int, random_seed: bool,
-             progress: gr.Progress = PROGRESS) -> Outputs:
+             sampler: str = SAMPLER_NAMES[0], progress: gr.Progress = PROGRESS) -> Outputs:
         """A seamless loop of the first image (last_image is ignored; the loaded model's loop method, see
         ``apps.interpolation.loop``); returns (video, download, seed, summary)."""
-        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed)
+        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed,
+                           sampler)
         return outputs(service.loop(first_image, prompt, settings, progress=progress_reporter(progress), warn=warn))
 
     @shown_errors
     def storyboard(shot1_image: Any, shot1_prompt: str, shot2_image: Any, shot2_prompt: str, shot3_image: Any,
                    shot3_prompt: str, shot4_image: Any, shot4_prompt: str, crossfade: int, steps: int,
                    guidance_scale: float, eta: float, frame_stride: int, image_attention_scale: float, frames: int,
-                   seed: int, random_seed: bool, progress: gr.Progress = PROGRESS) -> Outputs:
+                   seed: int, random_seed: bool, sampler: str = SAMPLER_NAMES[0],
+                   progress: gr.Progress = PROGRESS) -> Outputs:
         """Render up to 4 shots (image + prompt; empty slots are skipped) into one video, shot k with seed + k - 1;
         returns (video, download, seed, summary)."""
-        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed)
+        settings = checked(steps, guidance_scale, eta, frame_stride, image_attention_scale, frames, seed, random_seed,
+                           sampler)
         shots = [(shot1_image, shot1_prompt), (shot2_image, shot2_prompt), (shot3_image, shot3_prompt),
                  (shot4_image, shot4_prompt)]
         return outputs(service.storyboard(shots, settings, crossfade, progress=progress_reporter(progress),

@@ -131,7 +131,7 @@ def controls_for(model: ModelConfig, config: UIConfig) -> dict[str, Control]:
     fs_lo, fs_hi = motion.frame_stride_range
     return {
         "steps": Control("Steps", 1, config.max_steps, min(d.num_inference_steps, config.max_steps), 1, True,
-                         "DDIM sampling steps; fewer = faster"),
+                         "sampling steps; fewer = faster"),
         "guidance_scale": Control("Guidance scale", 1.0, config.max_guidance_scale,
                                   min(d.guidance_scale, config.max_guidance_scale), 0.5, False,
                                   "text classifier-free guidance"),
@@ -149,9 +149,12 @@ def controls_for(model: ModelConfig, config: UIConfig) -> dict[str, Control]:
 
 def check_settings(values: Mapping[str, Any], controls: Mapping[str, Control], seed: Any, random_seed: bool,
                    temporal_length: int | None = None) -> SamplingOptions:
-    """The sampling options of the sliders; any value outside its control's range is refused. ``random_seed``
-    ignores ``seed`` (the options' seed is then None); videos longer than ``temporal_length`` use sliding windows."""
+    """The sampling options of the sliders (and of ``values["sampler"]`` when given); any value outside its control's
+    range is refused. ``random_seed`` ignores ``seed`` (the options' seed is then None); videos longer than
+    ``temporal_length`` use sliding windows."""
     checked: dict[str, Any] = {name: controls[name].check(values[name], name) for name in SETTING_NAMES}
+    if values.get("sampler") is not None:
+        checked["sampler"] = values["sampler"]  # checked against SAMPLER_NAMES by SamplingOptions
     if not random_seed:
         checked["seed"] = int(Control("seed", 0, SEED_MAX, 0, 1, True).check(seed, "seed"))
     if temporal_length is not None and checked["frames"] > temporal_length:
