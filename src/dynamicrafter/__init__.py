@@ -9,6 +9,8 @@ Public API (imported lazily so that ``import dynamicrafter`` stays fast)::
 
 from __future__ import annotations
 
+from dynamicrafter.lazy import lazy_getattr
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -22,9 +24,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dynamicrafter' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

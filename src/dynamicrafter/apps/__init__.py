@@ -10,6 +10,8 @@ Command line: ``dynamicrafter interpolate | loop | story | lambda`` (:mod:`dynam
 
 from __future__ import annotations
 
+from dynamicrafter.lazy import lazy_getattr
+
 _LAZY = {
     "interpolate": "dynamicrafter.apps.interpolation",
     "interpolate_keyframes": "dynamicrafter.apps.interpolation",
@@ -27,9 +29,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dynamicrafter.apps' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

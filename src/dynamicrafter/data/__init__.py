@@ -6,6 +6,8 @@ Every dataset returns ``{"video": float32 (c, t, h, w) in [-1, 1], "caption": st
 
 from __future__ import annotations
 
+from dynamicrafter.lazy import lazy_getattr
+
 _LAZY = {
     "ClipRecord": "dynamicrafter.data.index",
     "IndexFilter": "dynamicrafter.data.index",
@@ -33,9 +35,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dynamicrafter.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

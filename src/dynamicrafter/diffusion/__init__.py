@@ -5,6 +5,8 @@ are imported lazily: ``import dynamicrafter.diffusion.timesteps`` needs numpy on
 
 from __future__ import annotations
 
+from dynamicrafter.lazy import lazy_getattr
+
 _LAZY = {
     "NoiseSchedule": "dynamicrafter.diffusion.schedule",
     "classifier_free_guidance": "dynamicrafter.diffusion.guidance",
@@ -21,9 +23,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dynamicrafter.diffusion' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -10,6 +10,8 @@ folder; ``dynamicrafter train --help`` for the command line. Names are imported 
 
 from __future__ import annotations
 
+from dynamicrafter.lazy import lazy_getattr
+
 _LAZY = {
     "STAGES": "dynamicrafter.training.config",
     "StageConfig": "dynamicrafter.training.config",
@@ -30,9 +32,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dynamicrafter.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

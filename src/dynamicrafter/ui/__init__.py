@@ -10,6 +10,8 @@ does (``pip install "dynamicrafter[ui]"``).
 
 from __future__ import annotations
 
+from dynamicrafter.lazy import lazy_getattr
+
 _LAZY = {
     "UIConfig": "dynamicrafter.ui.config",
     "ModelService": "dynamicrafter.ui.service",
@@ -21,9 +23,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dynamicrafter.ui' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
