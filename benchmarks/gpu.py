@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         args.presets, args.ddim_steps, args.fast_steps, args.row_steps = ["test_size"], 2, 2, 2
     fast = next((name for name in SAMPLER_NAMES if name != "ddim"), None)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {device} ({gpu}), torch {torch.__version__}, 16 frames (tiny: the model's), both guidance "
+    print(f"device {device} ({gpu}), torch {torch.__version__}, 16 frames (test size: the model's), both guidance "
           f"branches per U-Net batch; fast sampler: "
           f"{fast or 'none in options.SAMPLER_NAMES (only ddim): its rows are skipped'}", flush=True)
     start = time.perf_counter()

@@ -48,7 +48,7 @@ def test_gpu_script_quick_prints_every_row(capsys: pytest.CaptureFixture[str]) -
     gpu = script("gpu")
     gpu.main(["--quick", "--device", "cpu"])
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(" tiny")]
+    rows = [line for line in out.splitlines() if line.lstrip().startswith("test_size ")]
     fast = next((n for n in gpu.SAMPLER_NAMES if n != "ddim"), None)
     expected = 1 + (fast is not None) + 3 * 3  # headline (+ fast sampler) + 3 dtypes x 3 placements
     assert len(rows) == expected, out
