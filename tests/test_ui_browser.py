@@ -1,12 +1,10 @@
 """End to end in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright): ``dynamicrafter ui``
 runs as a subprocess on a free local port with a random-weight tiny checkpoint.
 
-Run with ``pytest -m browser``. ``DYNAMICRAFTER_UI_SCREENSHOT=docs/ui-screenshot.png`` also writes the screenshot
-of the animation test there (the README's picture).
+Run with ``pytest -m browser``. (The README's picture, with the shipped model: ``tools/ui_screenshot.py``.)
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -140,8 +138,6 @@ def test_animate_an_uploaded_image(page, tmp_path):
     shot = tmp_path / "ui-screenshot.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("DYNAMICRAFTER_UI_SCREENSHOT"):
-        shutil.copy(shot, os.environ["DYNAMICRAFTER_UI_SCREENSHOT"])
 
 
 def test_a_non_image_upload_shows_the_error_in_the_page(page, tmp_path):
