@@ -86,17 +86,13 @@ def available_bytes(device: str) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def run_one(args: argparse.Namespace) -> dict:
+def _random_model(args: argparse.Namespace, config, device):
+    """The model of ``config`` with random U-Net and P weights (allocated one network at a time) and, with
+    ``--encoders model``, the frozen networks in their default initialization."""
     import torch
 
     from dynamicrafter.checkpoint import build_empty
-    from dynamicrafter.conditioning import build_conditioning, vdg_latents
-    from dynamicrafter.training.config import TrainConfig, get_stage
-    from dynamicrafter.training.model_setup import set_gradient_checkpointing
-    from dynamicrafter.training.module import DynamiCrafterTraining
 
-    device = torch.device(args.device)
-    config = _config(args.preset)
     model = build_empty(config)  # meta: nothing allocated yet
     gen = torch.Generator(device="cpu").manual_seed(0)
     for net in (model.unet, model.image_proj):
@@ -104,13 +100,51 @@ def run_one(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             for p in net.parameters():  # random weights of a sensible scale, one tensor at a time
                 p.copy_(torch.randn(p.shape, generator=gen).mul_(0.02 if p.ndim < 2 else p[0].numel() ** -0.5))
-    if args.encoders == "model":  # the frozen networks with their default initialization
+    if args.encoders == "model":
         from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder
         from dynamicrafter.models.vae import VideoVAE
 
         model.vae = VideoVAE(config.vae).to(device)
         model.text_encoder = CLIPTextEncoder(config.text_encoder).to(device)
         model.image_encoder = CLIPImageEncoder(config.image_encoder).to(device)
+    return model
+
+
+def _step_loss(args: argparse.Namespace, module, model, config, device, step: int):
+    """The training loss of one random batch: pixels through every network (``--encoders model``) or random
+    latents and embeddings (the frozen encoders' outputs precomputed, as the released training does not)."""
+    import torch
+
+    from dynamicrafter.conditioning import build_conditioning, vdg_latents
+
+    b, t = args.batch, args.frames
+    h, w = args.height // model.vae.downscale, args.width // model.vae.downscale
+    g = torch.Generator().manual_seed(step)
+    if args.encoders == "model":
+        video = torch.rand(b, 3, t, args.height, args.width, generator=g).mul_(2).sub_(1).to(device)
+        batch = {"video": video, "caption": ["a bear walking"] * b, "fps": torch.full((b,), 8),
+                 "frame_stride": torch.full((b,), 3)}
+        return module.compute_loss(batch, g)
+    z0 = torch.randn(b, config.unet.out_channels, t, h, w, generator=g).to(device)
+    text = torch.randn(b, config.unet.text_context_len, config.unet.context_dim, generator=g).to(device)
+    tokens = torch.randn(b, 257, config.resampler.embedding_dim, generator=g).to(device)
+    cond = build_conditioning(model, fs=torch.full((b,), 8), text_embeds=text,
+                              image_embeds=model.image_proj(tokens),  # P is trained
+                              concat=vdg_latents(z0[:, :, :1], t))
+    return module.diffusion_loss(z0, cond, g)
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """``--steps`` training steps of one configuration; peak memory and the last step's seconds."""
+    import torch
+
+    from dynamicrafter.training.config import TrainConfig, get_stage
+    from dynamicrafter.training.model_setup import set_gradient_checkpointing
+    from dynamicrafter.training.module import DynamiCrafterTraining
+
+    device = torch.device(args.device)
+    config = _config(args.preset)
+    model = _random_model(args, config, device)
     set_gradient_checkpointing(model, args.gradient_checkpointing)
     lora = args.trainable == "lora"
     stage = get_stage("finetune", "spatial" if lora else args.trainable)
@@ -120,38 +154,20 @@ def run_one(args: argparse.Namespace) -> dict:
     module.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5) if args.optimizer == "adamw" else None
-
-    b, t = args.batch, args.frames
-    h, w = args.height // model.vae.downscale, args.width // model.vae.downscale
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
     times = []
     for step in range(args.steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        g = torch.Generator().manual_seed(step)
         with autocast:
-            if args.encoders == "model":
-                video = torch.rand(b, 3, t, args.height, args.width, generator=g).mul_(2).sub_(1).to(device)
-                batch = {"video": video, "caption": ["a bear walking"] * b, "fps": torch.full((b,), 8),
-                         "frame_stride": torch.full((b,), 3)}
-                loss = module.compute_loss(batch, g)
-            else:
-                z0 = torch.randn(b, config.unet.out_channels, t, h, w, generator=g).to(device)
-                text = torch.randn(b, config.unet.text_context_len, config.unet.context_dim, generator=g).to(device)
-                tokens = torch.randn(b, 257, config.resampler.embedding_dim, generator=g).to(device)
-                cond = build_conditioning(model, fs=torch.full((b,), 8), text_embeds=text,
-                                          image_embeds=model.image_proj(tokens),  # P is trained
-                                          concat=vdg_latents(z0[:, :, :1], t))
-                loss = module.diffusion_loss(z0, cond, g)
+            loss = _step_loss(args, module, model, config, device, step)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         if optimizer is not None:
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        else:
-            for p in params:
-                p.grad = None
+        for p in params:
+            p.grad = None
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -167,7 +183,7 @@ def run_one(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="512", help="256, 512, 1024, 512_interp, test_size, test_size_v")
     parser.add_argument("--frames", type=int, default=16)
@@ -184,8 +200,41 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=16, help="rank of the lora configuration (default 16)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _measure(args: argparse.Namespace, child: dict, trainable: str, ckpt: bool) -> tuple:
+    """One table row: the configuration run in a fresh process (AdamW measured when it fits, else estimated)."""
+    counts = parameter_counts(args.preset, trainable, args.encoders, args.lora_rank)
+    weights, grads, adam = 4 * counts.total, 4 * counts.trainable, 8 * counts.trainable
+    avail = available_bytes(child["device"])
+    label = f"{trainable:<8} {'on' if ckpt else 'off':<5}"
+    if weights + grads + adam + OVERHEAD_BYTES <= avail:
+        optimizer, note = "adamw", "measured"
+    elif weights + grads + OVERHEAD_BYTES <= avail:
+        optimizer, note = "none", "fwd+bwd measured; AdamW states added (estimate)"
+    else:
+        return (label, counts, None, None, f"skipped: weights + gradients need {(weights + grads) / GIB:.1f} GiB, "
+                f"{avail / GIB:.1f} GiB available")
+    child = {**child, "trainable": trainable, "gradient_checkpointing": ckpt, "optimizer": optimizer}
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(child)], capture_output=True,
+                              text=True, timeout=args.timeout, env={**os.environ})
+    except subprocess.TimeoutExpired:
+        return (label, counts, None, None, f"skipped: longer than --timeout {args.timeout} s")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:120]
+        return (label, counts, None, None,
+                "killed (out of memory)" if proc.returncode in (-9, 137) else f"failed: {tail}")
+    result = json.loads(lines[0][len("RESULT "):])
+    peak = result["peak_bytes"] + (adam if optimizer == "none" else 0)
+    print(f"  done {label.strip()}: {peak / GIB:.2f} GiB, {result['step_s']:.1f} s", flush=True)
+    return (label, counts, peak, result["step_s"], note)
+
+
+def main() -> None:
+    args = _parse_args()
     if args.child:
         child = argparse.Namespace(**json.loads(args.child))
         print("RESULT " + json.dumps(run_one(child)), flush=True)
@@ -202,41 +251,10 @@ def main() -> None:
     print(f"training step memory: preset {args.preset}, batch {args.batch}, {args.frames} frames, {height}x{width}, "
           f"{device}, precision {args.precision}, encoders {args.encoders}, AdamW (fp32 states), "
           f"{steps} step(s) per configuration")
-    rows = []
-    for trainable, ckpt in wanted:
-        counts = parameter_counts(args.preset, trainable, args.encoders, args.lora_rank)
-        weights, grads, adam = 4 * counts.total, 4 * counts.trainable, 8 * counts.trainable
-        avail = available_bytes(device)
-        label = f"{trainable:<8} {'on' if ckpt else 'off':<5}"
-        if weights + grads + adam + OVERHEAD_BYTES <= avail:
-            optimizer, note = "adamw", "measured"
-        elif weights + grads + OVERHEAD_BYTES <= avail:
-            optimizer, note = "none", "fwd+bwd measured; AdamW states added (estimate)"
-        else:
-            rows.append((label, counts, None, None, f"skipped: weights + gradients need "
-                         f"{(weights + grads) / GIB:.1f} GiB, {avail / GIB:.1f} GiB available"))
-            continue
-        child = {"preset": args.preset, "frames": args.frames, "height": height, "width": width,
-                 "batch": args.batch, "device": device, "precision": args.precision, "encoders": args.encoders,
-                 "steps": steps, "trainable": trainable, "gradient_checkpointing": ckpt, "optimizer": optimizer,
-                 "lora_rank": args.lora_rank}
-        try:
-            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(child)], capture_output=True,
-                                  text=True, timeout=args.timeout, env={**os.environ})
-        except subprocess.TimeoutExpired:
-            rows.append((label, counts, None, None, f"skipped: longer than --timeout {args.timeout} s"))
-            continue
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:120]
-            reason = "killed (out of memory)" if proc.returncode in (-9, 137) else f"failed: {tail}"
-            rows.append((label, counts, None, None, reason))
-            continue
-        result = json.loads(lines[0][len("RESULT "):])
-        peak = result["peak_bytes"] + (adam if optimizer == "none" else 0)
-        rows.append((label, counts, peak, result["step_s"], note))
-        print(f"  done {label.strip()}: {peak / GIB:.2f} GiB, {result['step_s']:.1f} s", flush=True)
-
+    child = {"preset": args.preset, "frames": args.frames, "height": height, "width": width, "batch": args.batch,
+             "device": device, "precision": args.precision, "encoders": args.encoders, "steps": steps,
+             "lora_rank": args.lora_rank}
+    rows = [_measure(args, child, trainable, ckpt) for trainable, ckpt in wanted]
     print()
     print("| trainable | grad ckpt | trainable params | peak memory (GiB) | step (s) | note |")
     print("|---|---|---|---|---|---|")
