@@ -61,10 +61,15 @@ def reference_tool():
     return module
 
 
-def our_config(quick: bool):
+def our_config(quick: bool, model_channels: int | None = None):
+    import dataclasses
+
     from dynamicrafter.config import get_preset
 
-    return reference_tool().parity_config("256") if quick else get_preset("256")
+    config = reference_tool().parity_config("256") if quick else get_preset("256")
+    if model_channels:  # a narrower U-Net of the same layout (both sides), for machines short of memory
+        config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, model_channels=model_channels))
+    return config
 
 
 def open_reference(original: Path, stub_dir: str):
@@ -73,12 +78,14 @@ def open_reference(original: Path, stub_dir: str):
     return tool.Reference(original.resolve(), stub_dir)
 
 
-def original_model_config(ref, quick: bool):
+def original_model_config(ref, quick: bool, model_channels: int | None = None):
     """The released 256 inference YAML (reduced widths with --quick), as ``run_inference`` uses it."""
     from omegaconf import OmegaConf
 
     cfg = ref.model_config("256") if quick else OmegaConf.load(ref.path / "configs" / "inference_256_v1.0.yaml")
     p = cfg.model.params
+    if model_channels:
+        p.unet_config.params.model_channels = model_channels
     p.unet_config.params.use_checkpoint = False  # as the released inference script sets it
     p.cond_stage_config.params.device = "cpu"
     p.img_cond_stage_config.params.device = "cpu"
@@ -242,13 +249,13 @@ def synthetic_pixels(size: int):
 def worker_original(args) -> dict:
     with tempfile.TemporaryDirectory() as stub:
         ref = open_reference(args.original, stub)
-        cfg = original_model_config(ref, args.quick)
+        cfg = original_model_config(ref, args.quick, args.model_channels)
         t0 = time.perf_counter()
         model = ref.utils.instantiate_from_config(cfg.model)  # as run_inference: build, then load the checkpoint
         model.perframe_ae = False  # the released 256 command line decodes all frames at once
         model = ref.inference.load_model_checkpoint(model, str(args.checkpoint)).eval()
         loaded = time.perf_counter()
-        config = our_config(args.quick)
+        config = our_config(args.quick, args.model_channels)
         size, down = config.defaults.height, config.vae.downscale  # 256 px, 32 x 32 latents (--quick: 32 px, 16)
         frames = cfg.model.params.unet_config.params.temporal_length
         videos = synthetic_pixels(size)[None, :, None].expand(-1, -1, frames, -1, -1)  # as load_data_prompts
@@ -265,7 +272,7 @@ def worker_ours(args) -> dict:
 
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
-    config = our_config(args.quick)
+    config = our_config(args.quick, args.model_channels)
     t0 = time.perf_counter()
     pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, config=config, device="cpu", dtype=torch.float32,
                                                  low_memory=args.ours_mode == "low_memory")
@@ -296,6 +303,8 @@ def spawn(side: str, args) -> dict:
         cmd += ["--original", str(args.original)]
     if args.quick:
         cmd.append("--quick")
+    if args.model_channels:
+        cmd += ["--model-channels", str(args.model_channels)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -315,7 +324,7 @@ def ensure_checkpoint(args) -> None:
     from dynamicrafter.testing import write_random_checkpoint
 
     t0 = time.perf_counter()
-    write_random_checkpoint(our_config(args.quick), args.checkpoint, seed=0)
+    write_random_checkpoint(our_config(args.quick, args.model_channels), args.checkpoint, seed=0)
     print(f"wrote {args.checkpoint} ({args.checkpoint.stat().st_size / GIB:.2f} GiB, released layout, random "
           f"weights) in {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -325,7 +334,8 @@ def run_generation(args) -> None:
     sides = ["original", "ours"] if args.original is not None else ["ours"]
     if args.original is None:
         print("original: not run (no --original checkout given): our side alone")
-    print(f"whole generation: {args.checkpoint.name} ({'quick' if args.quick else 'preset 256'}), one image, "
+    width = f", U-Net model_channels {args.model_channels}" if args.model_channels else ""
+    print(f"whole generation: {args.checkpoint.name} ({'quick' if args.quick else 'preset 256'}{width}), one image, "
           f"{args.steps} DDIM steps (eta 1, CFG 7.5), decode; ours: {args.ours_mode}; each run a fresh process",
           flush=True)
     runs: dict[str, list[dict]] = {side: [] for side in sides}
@@ -368,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--steps", type=int, default=2)
         p.add_argument("--ours-mode", choices=["low_memory", "default"], default="low_memory",
                        help="low_memory: as the command line on the CPU; default: the plain API")
+        p.add_argument("--model-channels", type=int,
+                       help="a narrower U-Net of the 256 layout on both sides (the checkpoint must match it)")
     gen.add_argument("--write-checkpoint", action="store_true", help="write a random-weight one if missing")
     gen.add_argument("--delete-checkpoint", action="store_true", help="delete the checkpoint at the end")
     worker.add_argument("--side", choices=["original", "ours"], required=True)

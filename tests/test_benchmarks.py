@@ -36,8 +36,10 @@ def test_compare_official_generation_quick_runs_a_fresh_process(capsys: pytest.C
                                                                  tmp_path: Path) -> None:
     checkpoint = tmp_path / "model.ckpt"
     script("compare_official").main(["generation", "--quick", "--threads", "1", "--repeats", "1", "--checkpoint",
-                                     str(checkpoint), "--write-checkpoint", "--delete-checkpoint"])
+                                     str(checkpoint), "--write-checkpoint", "--delete-checkpoint",
+                                     "--model-channels", "64"])  # another U-Net width (quick: 32)
     out = capsys.readouterr().out
+    assert "U-Net model_channels 64" in out, out
     run = re.search(r"run 1 ours +: load [\d.]+ s, encode \+ 2 steps \+ decode [\d.]+ s, total [\d.]+ s, peak RSS "
                     r"([\d.]+) GiB", out)
     assert run and 0.1 < float(run.group(1)) < 8, out  # the worker's own peak, not the test process's
