@@ -293,3 +293,130 @@ def test_per_clip_frame_strides_scale_the_motion():
     assert np.mean(rates[1]) < np.mean(rates[2]) < np.mean(rates[3])
     sample = SyntheticVideoDataset(strided, "train")[0]
     assert sample["frame_stride"] == sample["labels"]["frame_stride"] and sample["fps"] == 8 // sample["frame_stride"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scene layouts: the released one (unchanged) and the centred one (no first-frame shortcut)
+# ---------------------------------------------------------------------------------------------------------------
+
+# sha256 (first 16 hex digits) of frames, caption and labels of the first training clips, recorded before the layout
+# option existed: the released layout must keep rendering them byte for byte (the shipped model's data and caches)
+RELEASED_HASHES = {"default, 40 clips": "9bdf74a3f9259d40", "recipe, 60 clips": "c70717269963d5f0"}
+
+
+def _clips_hash(config: SyntheticConfig) -> str:
+    import hashlib
+
+    dataset = SyntheticVideoDataset(config, "train")
+    digest = hashlib.sha256()
+    for i in range(len(dataset)):
+        clip = dataset.clip(i)
+        digest.update(clip.frames.tobytes())
+        digest.update(clip.scene.caption.encode())
+        digest.update(repr(clip.scene.labels()).encode())
+    return digest.hexdigest()[:16]
+
+
+def test_the_released_layout_renders_the_same_clips_as_before():
+    from dataclasses import asdict, replace
+
+    from dynamicrafter.recipe.tiny import RECIPE_DATA
+
+    assert SyntheticConfig().layout == "released"
+    assert _clips_hash(SyntheticConfig(num_clips=40)) == RELEASED_HASHES["default, 40 clips"]
+    assert _clips_hash(replace(RECIPE_DATA, num_clips=60)) == RELEASED_HASHES["recipe, 60 clips"]
+    # its written config (data sets, latent caches) reads as before the layout fields existed
+    written = RECIPE_DATA.to_dict()
+    assert set(asdict(RECIPE_DATA)) - set(written) == {"layout", "latent_factor", "min_latent_travel"}
+    assert SyntheticConfig(**written) == RECIPE_DATA
+
+
+def _centred_scenes(count: int = 3000):
+    from dataclasses import replace
+
+    from dynamicrafter.recipe.tiny import CENTRED_DATA
+
+    config = replace(CENTRED_DATA, num_clips=count)
+    dataset = SyntheticVideoDataset(config, "train")
+    return config, [dataset.scene(i) for i in range(len(dataset))]
+
+
+def test_the_centred_layout_starts_every_motion_alike():
+    from dynamicrafter.data.synthetic import CENTRED_BOX, CENTRED_RADIUS, ROTATION_SAFE_SHAPES
+
+    config, scenes = _centred_scenes()
+    s = config.short_side
+    starts = np.array([(sc.main.x, sc.main.y, sc.main.radius) for sc in scenes])
+    assert np.all(np.abs(starts[:, 0] - config.width / 2) <= CENTRED_BOX * s + 1e-9)
+    assert np.all(np.abs(starts[:, 1] - config.height / 2) <= CENTRED_BOX * s + 1e-9)
+    assert np.all((starts[:, 2] >= CENTRED_RADIUS[0] * s - 1e-9) & (starts[:, 2] <= CENTRED_RADIUS[1] * s + 1e-9))
+    overall_mean, overall_std = starts.mean(0), starts.std(0)
+    for motion in MOTIONS:
+        picked = starts[[sc.motion == motion for sc in scenes]]
+        assert len(picked) > 200
+        # ~330 clips a motion: the standard error of a mean is ~0.06 std; every motion within 0.25 std of the rest
+        assert np.all(np.abs(picked.mean(0) - overall_mean) < 0.25 * overall_std), motion
+        assert np.all(np.abs(picked.std(0) - overall_std) < 0.2 * overall_std), motion
+    assert {sc.main.shape for sc in scenes} == set(ROTATION_SAFE_SHAPES)  # the same shapes for every motion
+
+
+def test_the_centred_layout_moves_every_clip_at_least_two_latent_pixels_inside_the_frame():
+    from dynamicrafter.data.synthetic import SHAPE_EXTENT, motion_amount, object_trajectory
+
+    config, scenes = _centred_scenes(1500)
+    assert config.min_travel_px == 8.0  # 2 latent pixels at f = 4
+    for sc in scenes:
+        amount = motion_amount(sc.motion, sc.rate, sc.main.radius, config.frames)
+        assert (amount == 0.0) if sc.motion == "still" else (amount >= config.min_travel_px - 1e-9), sc
+        x, y, radius, _ = object_trajectory(sc.main, sc.motion, sc.rate, config.frames)
+        reach = SHAPE_EXTENT * radius
+        assert np.all(x - reach >= 0) and np.all(x + reach <= config.width), sc
+        assert np.all(y - reach >= 0) and np.all(y + reach <= config.height), sc
+    zooms = [np.exp(sc.rate * (config.frames - 1)) for sc in scenes if sc.motion == "zoom_in"]
+    assert 1.5 <= min(zooms) and max(zooms) <= 1.8 + 1e-9  # zooms from mid size (x1.5-1.8 in)
+
+
+def test_the_centred_layout_shows_each_motion():
+    from dataclasses import replace
+
+    from dynamicrafter.recipe.tiny import CENTRED_DATA
+
+    config = replace(CENTRED_DATA, num_clips=60, max_distractors=0, frame_strides=(1,))
+    dataset = SyntheticVideoDataset(config)
+    for i in range(len(dataset)):
+        clip = dataset.clip(i)
+        mask = object_mask(clip.frames)
+        if clip.scene.motion in ("left", "right", "up", "down"):
+            first, last = np.nonzero(mask[0]), np.nonzero(mask[-1])  # (rows, columns) of the object's pixels
+            dx, dy = last[1].mean() - first[1].mean(), last[0].mean() - first[0].mean()
+            assert max(abs(dx), abs(dy)) >= 7.0, clip.scene  # the mask's centre moves about the travel
+        elif clip.scene.motion.startswith("zoom"):
+            growth = mask[-1].sum() / mask[0].sum()
+            assert growth > 1.8 if clip.scene.motion == "zoom_in" else growth < 0.5, clip.scene
+
+
+def test_the_centred_layout_refuses_what_it_cannot_show():
+    from dataclasses import replace
+
+    from dynamicrafter.recipe.tiny import CENTRED_DATA, RECIPE_DATA
+
+    with pytest.raises(ConfigError, match="layout must be one of"):
+        SyntheticConfig(layout="corner")
+    with pytest.raises(ConfigError, match="turn does not survive"):
+        replace(RECIPE_DATA, layout="centred")  # 32 px: objects too small to show a turn
+    with pytest.raises(ConfigError, match="least motion of left"):
+        replace(RECIPE_DATA, layout="centred", motions=("left", "still"))  # 32 px: no room for 8 px
+    with pytest.raises(ConfigError, match="least motion"):
+        replace(CENTRED_DATA, speed_range=(0.002, 0.004))
+    with pytest.raises(ConfigError, match="held-out shapes circle"):
+        replace(CENTRED_DATA, held_out_combos=(("circle", "red"),))
+    relaxed = replace(RECIPE_DATA, layout="centred", motions=("left", "still"), min_latent_travel=1.0)
+    assert relaxed.min_travel_px == 4.0
+
+
+def test_synth_cli_writes_the_centred_layout(tmp_path, capsys):
+    out = tmp_path / "centred"
+    assert main(["synth", str(out), "--num-clips", "1", "--size", "64", "--layout", "centred", "--no-prompts"]) == 0
+    assert json.loads((out / "train_config.json").read_text())["layout"] == "centred"
+    assert main(["synth", str(out), "--num-clips", "1", "--size", "32", "--layout", "centred"]) == 2
+    assert "turn does not survive" in capsys.readouterr().err

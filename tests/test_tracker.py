@@ -152,3 +152,71 @@ def test_rescore_tables_count_the_named_motion_and_the_first_frame_shortcut():
     shortcut = next(line for line in swapped if "own motion instead" in line)
     assert shortcut.startswith("| tracker: shows the clip's own motion instead (prompt names another) | 0.500 | "
                                "0.00 | 1.00 |")
+
+
+def test_the_first_frame_gives_the_motion_away_in_the_released_layout_and_not_in_the_centred_one():
+    from dynamicrafter.recipe.shortcut import comparison, measure
+    from dynamicrafter.recipe.tiny import CENTRED_DATA
+
+    def accuracy(rows, task, stride=None):
+        picked = [r for r in rows if r["task"] == task and r["features"] == "position + size"
+                  and (stride is None or r["stride"] == stride)]
+        return max(r["accuracy"] for r in picked)
+
+    before, after = measure(RECIPE_DATA, train=900, test=450), measure(CENTRED_DATA, train=900, test=450)
+    assert accuracy(before, "9 motions", stride=3) > 0.5  # measured 0.73 on 4000 / 2000 clips
+    assert accuracy(before, "translation direction (4)", stride=3) > 0.7
+    # the best of two classifiers over ~75 test clips a stride and task: allow for luck above chance
+    assert accuracy(after, "9 motions") < 1 / 9 + 0.08
+    assert accuracy(after, "translation direction (4)") < 1 / 4 + 0.15
+    assert accuracy(after, "zoom in / out / other (3)") < 7 / 9 + 0.07
+    table = comparison(before, after)
+    assert "released, stride 3 | centred, stride 1 | centred, stride 2 |" in table
+    assert len(table.splitlines()) == 2 + 10  # header, rule, 5 tasks x 2 feature sets
+
+
+def test_the_tracker_reads_the_centred_layouts_clips():
+    from dynamicrafter.recipe.tiny import CENTRED_DATA
+
+    clips = V.test_clips(CENTRED_DATA, 1, (1,))  # one held-out clip per motion at the slowest stride, 64 x 64
+    result = V.score_condition("clean", clips, [c.frames for c in clips], CENTRED_DATA, flow=False)
+    assert result.rate() == 1.0, list(zip(result.motions, result.labels))
+
+
+def test_the_swapped_caption_confusion_counts_what_each_prompt_shows():
+    from dynamicrafter.recipe.rescore import VideoRecord, confusion, confusion_markdown
+
+    def record(motion, prompt, label):
+        verdict = "undetermined" if label == "still" and prompt.startswith("rotate") else (
+            "correct" if label == prompt else "wrong")
+        return VideoRecord(0, motion, prompt, "square", label, verdict, "", True, 0.0, 1.0, 0.0, 0.0)
+
+    motions = ("left", "right", "rotate_cw")
+    records = [record("left", "left", "left"), record("left", "right", "left"), record("left", "rotate_cw", "still"),
+               record("right", "left", "irregular"), record("right", "right", "right"),
+               record("right", "rotate_cw", "rotate_cw")]
+    result = confusion(records, motions)
+    assert result.table.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert result.other.tolist() == [1, 0, 1] and result.undetermined == 1  # "still" is not among these motions
+    assert result.accuracy == pytest.approx(3 / 6) and result.first_frames == 1
+    lines = confusion_markdown(result)
+    assert lines[2] == "| left | **0.50** | 0.00 | 0.00 | 0.50 | 2 |"
+
+
+def test_the_swapped_caption_test_on_a_tiny_random_pipeline():
+    from dynamicrafter.config import config_for_tests
+    from dynamicrafter.recipe.report import EvalSettings, held_out_clips
+    from dynamicrafter.recipe.rescore import swapped_caption_test
+    from helpers import tiny_pipeline
+
+    torch.set_flush_denormal(True)  # as the rescore command does: denormals make the random model's matmuls crawl
+    data = replace(RECIPE_DATA, frames=4, height=16, width=16)  # small frames: the tracker searches long for noise
+    pipe = tiny_pipeline(config_for_tests(height=16, width=16, num_frames=4))
+    clips = held_out_clips(data, 1)[:1]
+    result = swapped_caption_test(pipe, clips, data, EvalSettings(steps=2))
+    assert result.motions == syn.MOTIONS and result.table.shape == (9, 9) and result.other.shape == (9,)
+    assert int(result.table.sum() + result.other.sum()) == 9  # one video per prompt
+    assert (result.table.sum(1) + result.other == 1).all()
+    assert result.accuracy == pytest.approx(np.trace(result.table) / 9)
+    with pytest.raises(UserError, match="at least one"):
+        swapped_caption_test(pipe, [], data)

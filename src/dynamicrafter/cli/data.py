@@ -21,6 +21,7 @@ SYNTH_EXAMPLES = """examples:
   dynamicrafter synth data/synth --num-clips 5000 --seed 0
   dynamicrafter synth data/synth --num-clips 200 --seed 0 --split test
   dynamicrafter synth data/synth --num-clips 200 --split novel --hold-out star:green --hold-out ring:blue
+  dynamicrafter synth data/centred --num-clips 5000 --layout centred   # no first-frame shortcut (64 x 64)
 
 Writes OUT_DIR/videos/<split>_<id>.mp4 and the index OUT_DIR/<split>.csv (path, caption, fps, labels), which
 VideoDataConfig(index=...) reads. Test and novel splits also get OUT_DIR/<split>_prompts/: first-frame PNGs and
@@ -56,7 +57,7 @@ def _add_annotate(subparsers: argparse._SubParsersAction, name: str, help_text: 
 
 
 def _add_synth(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
-    from dynamicrafter.data.synthetic import SPLITS, SyntheticConfig
+    from dynamicrafter.data.synthetic import LAYOUTS, SPLITS, SyntheticConfig
 
     defaults = SyntheticConfig()
     p = subparsers.add_parser(
@@ -78,6 +79,9 @@ def _add_synth(subparsers: argparse._SubParsersAction, name: str, help_text: str
                    help=f"fraction of clip ids reserved for the test split (default {defaults.held_out_fraction})")
     p.add_argument("--hold-out", action="append", default=[], metavar="SHAPE:COLOUR",
                    help="a (shape, colour) kept out of train/test, used by the novel split (repeatable)")
+    p.add_argument("--layout", choices=LAYOUTS, default=defaults.layout,
+                   help="scene layout: released (the shipped model's data; the first frame gives the motion away) "
+                        "or centred (same start and size for every motion; needs frames of 39 px or more)")
     p.add_argument("--prompts", action=argparse.BooleanOptionalAction, default=None,
                    help="also write first-frame images + test_prompts.txt (default: on for test and novel)")
     p.set_defaults(func=run_synth)
@@ -119,7 +123,8 @@ def run_synth(args: argparse.Namespace) -> int:
     height, width = parse_size(args.size)
     config = SyntheticConfig(num_clips=args.num_clips, frames=args.frames, height=height, width=width, seed=args.seed,
                              motion_only_fraction=args.motion_only_fraction, held_out_fraction=args.held_out_fraction,
-                             held_out_combos=tuple(parse_combo(c) for c in args.hold_out), fps=args.fps)
+                             held_out_combos=tuple(parse_combo(c) for c in args.hold_out), fps=args.fps,
+                             layout=args.layout)
     index = write_video_split(config, args.out_dir, args.split)
     print(f"{index}: {config.num_clips} {args.split} clips ({height}x{width}, {config.frames} frames)")
     if args.prompts if args.prompts is not None else args.split != "train":

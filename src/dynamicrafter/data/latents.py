@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def encode_latent_cache(vae: VideoVAE, config: SyntheticConfig, split: str, fold
     """Encode every clip of ``split`` into ``folder`` (resumes finished chunks; refuses a cache of another VAE)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"synthetic": asdict(config), "split": split, "vae": vae_fingerprint(vae), "chunk_clips": CHUNK_CLIPS}
+    meta = {"synthetic": config.to_dict(), "split": split, "vae": vae_fingerprint(vae), "chunk_clips": CHUNK_CLIPS}
     meta_path = folder / CACHE_FILE
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())

@@ -20,6 +20,16 @@ take disjoint clip ids (an id belongs to ``test`` when a seed-keyed hash of it f
 ``novel`` is a generalisation split whose main object is always one of ``held_out_combos`` (``(shape, colour)``
 pairs that ``train`` and ``test`` never use for their main object).
 
+Two scene layouts (``SyntheticConfig.layout``). ``released`` (the default, which the shipped model was trained on)
+places each motion where it fits: a translation starts on the side opposite its travel, a zoom in starts small and a
+zoom out large, so the first frame alone gives much of the motion away (reports/tiny/evaluator/SHORTCUT.md).
+``centred`` removes that shortcut: every motion draws the main object's start from the same centre box and the same
+size range (:data:`CENTRED_RADIUS`, :data:`CENTRED_BOX`), each travel fits in the room left from the edge of that box,
+zooms start from that mid size (at most x :data:`CENTRED_MAX_ZOOM` either way), and the main object is always one of
+:data:`ROTATION_SAFE_SHAPES`, the shapes whose turn survives the autoencoder, whatever its motion (so the shape does
+not tell a turn either). Every moving clip of this layout moves at least ``min_latent_travel`` latent pixels (see
+:func:`motion_amount`); the config refuses rates and sizes that cannot.
+
 Captions name the main object (colour, shape, sometimes texture), its motion and the background with several
 phrasings and synonyms each; a ``motion_only_fraction`` of the clips instead get a caption naming only the motion
 ("sliding to the left"), like the paper's decoupled motion descriptions. Structured labels come with every sample.
@@ -98,6 +108,13 @@ GRADIENT_CONTRAST = 70.0
 BACKGROUND_PERIOD = (0.10, 0.22)  # stripe / checker period, fractions of the shorter side
 NOISE_CELLS = 8  # the noise background is bilinear-upsampled from a grid of about this many cells per side
 SPLIT_HASH_SCALE = float(2**64)
+LAYOUTS = ("released", "centred")
+# the ``centred`` layout (fractions of the shorter frame side unless stated)
+CENTRED_RADIUS = (0.18, 0.22)  # main object's radius at frame 0, for every motion
+CENTRED_BOX = 0.05  # the start centre lies within +- this of the frame centre, for every motion
+CENTRED_MAX_ZOOM = 1.8  # largest change of the object's size over a zoom clip, either way
+ROTATION_SAFE_SHAPES = ("square", "triangle", "star", "diamond", "cross")  # turns readable after the autoencoder
+MIN_ROTATING_RADIUS_PX = 7.0  # ... at a radius of 7 px or more (reports/tiny/evaluator/ROTATION_BY_SIZE.md)
 MAX_ROTATION_FRACTION = 0.5  # rotation per frame must stay below this fraction of the shape's symmetry angle
 STRIDE_STREAM = 7  # extra key of the random stream that draws a clip's frame stride
 
@@ -124,6 +141,12 @@ class SyntheticConfig:
     # Per-clip frame strides: a clip with stride k shows every k-th frame of the motion (k times the rates above),
     # labelled frame_stride = k and fps = fps // k, as clips sampled from real video at a stride. (1,) = off.
     frame_strides: tuple[int, ...] = (1,)
+    # Scene layout (see the module docstring): "released" (the default) or "centred" (no first-frame shortcut). The
+    # centred layout makes every moving clip move at least min_latent_travel pixels of a latent grid latent_factor
+    # times coarser than the frames (the recipe's autoencoder: f = 4); the released layout ignores both.
+    layout: str = "released"
+    latent_factor: int = 4
+    min_latent_travel: float = 2.0
 
     def __post_init__(self) -> None:
         self.held_out_combos = tuple((str(s), str(c)) for s, c in self.held_out_combos)
@@ -151,12 +174,55 @@ class SyntheticConfig:
             if shape not in SHAPES or colour not in COLOURS:
                 raise ConfigError(f"held-out combination ({shape!r}, {colour!r}) is not a known (shape, colour); "
                                   f"shapes: {', '.join(SHAPES)}; colours: {', '.join(COLOURS)}")
-        if len(self.held_out_combos) >= len(SHAPES) * len(COLOURS):
+        if len(self.held_out_combos) >= len(main_shapes(self)) * len(COLOURS):
             raise ConfigError("held_out_combos must leave some (shape, colour) combinations for training")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout == "centred":
+            self._check_centred()
+
+    def _check_centred(self) -> None:
+        off = sorted({s for s, _ in self.held_out_combos} - set(ROTATION_SAFE_SHAPES))
+        if off:
+            raise ConfigError(f"the centred layout's main objects are {', '.join(ROTATION_SAFE_SHAPES)}; held-out "
+                              f"shapes {', '.join(off)} never appear")
+        if self.latent_factor < 1 or self.min_latent_travel < 0:
+            raise ConfigError(f"latent_factor must be >= 1 and min_latent_travel >= 0, got {self.latent_factor}, "
+                              f"{self.min_latent_travel}")
+        smallest = CENTRED_RADIUS[0] * self.short_side
+        if any(m.startswith("rotate") for m in self.motions) and smallest < MIN_ROTATING_RADIUS_PX:
+            raise ConfigError(f"centred layout: a {smallest:.1f} px object's turn does not survive the autoencoder "
+                              f"(needs {MIN_ROTATING_RADIUS_PX:g} px); use frames of at least "
+                              f"{math.ceil(MIN_ROTATING_RADIUS_PX / CENTRED_RADIUS[0])} px or leave out rotations")
+        short = {m: px for m, px in centred_minimum_motion(self).items() if px < self.min_travel_px or px <= 0}
+        if short:
+            least = ", ".join(f"{m} {px:.1f} px" for m, px in short.items())
+            raise ConfigError(f"centred layout: the least motion of {least} is under {self.min_travel_px:g} px "
+                              f"({self.min_latent_travel:g} latent px at f = {self.latent_factor}); raise the rates "
+                              f"or the frame size")
 
     @property
     def short_side(self) -> int:
         return min(self.height, self.width)
+
+    @property
+    def min_travel_px(self) -> float:
+        """The least motion of a moving clip of the centred layout, in frame pixels."""
+        return self.min_latent_travel * self.latent_factor
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict; a released-layout config leaves out the layout fields, so that it reads
+        exactly as before they existed (latent caches and written data sets made then stay valid)."""
+        data = asdict(self)
+        if self.layout == "released":
+            for name in ("layout", "latent_factor", "min_latent_travel"):
+                data.pop(name)
+        return data
+
+
+def main_shapes(config: SyntheticConfig) -> tuple[str, ...]:
+    """The shapes the main object can have in ``config``'s layout."""
+    return ROTATION_SAFE_SHAPES if config.layout == "centred" else SHAPES
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,8 +318,7 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
     """Draw the scene, motion and caption of clip ``clip_id`` of ``split`` (deterministic)."""
     family = 1 if split == "novel" else 0  # train and test share one id space (disjoint ids); novel has its own
     rng = np.random.default_rng([config.seed, family, int(clip_id)])
-    s, h, w, t = config.short_side, config.height, config.width, config.frames
-    stride = 1
+    s, h, w = config.short_side, config.height, config.width
     if len(config.frame_strides) > 1:  # a separate stream, so that (1,) reproduces the clips of earlier versions
         stride_rng = np.random.default_rng([config.seed, family, int(clip_id), STRIDE_STREAM])
         stride = int(config.frame_strides[int(stride_rng.integers(len(config.frame_strides)))])
@@ -264,28 +329,10 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
     textures = TEXTURES[1:] if motion.startswith("rotate") and shape in ROUND_SHAPES else TEXTURES
     texture = str(rng.choice(textures))
     angle = float(rng.uniform(0, 360))
-    margin = EDGE_MARGIN * s
-    if motion in TRANSLATIONS:
-        dx, dy = TRANSLATIONS[motion]
-        radius = _uniform(rng, MAIN_RADIUS) * s
-        room = (w if dx else h) - 2 * (radius + margin)  # pixels the object can travel and stay inside
-        rate = min(_uniform(rng, config.speed_range) * s * stride, room / (t - 1))
-        travel = rate * (t - 1)
-        x = _start(rng, w, radius + margin, travel * dx)
-        y = _start(rng, h, radius + margin, travel * dy)
-    else:
-        if motion in ("zoom_in", "zoom_out"):
-            small = _uniform(rng, ZOOM_SMALL_RADIUS) * s
-            rate = min(_uniform(rng, config.zoom_rate_range) * stride,
-                       math.log(ZOOM_MAX_RADIUS * s / small) / (t - 1))
-            radius = small if motion == "zoom_in" else small * math.exp(rate * (t - 1))
-            largest = small * math.exp(rate * (t - 1))
-        else:
-            radius = largest = _uniform(rng, MAIN_RADIUS) * s
-            rate = _uniform(rng, config.rotation_speed_range) * stride if motion.startswith("rotate") else 0.0
-        x = _start(rng, w, largest + margin, 0.0)
-        y = _start(rng, h, largest + margin, 0.0)
+    place = _centred_main if config.layout == "centred" else _released_main
+    radius, rate, x, y = place(rng, config, motion, stride)
     main = ObjectSpec(shape, colour, texture, x, y, radius, angle)
+    margin = EDGE_MARGIN * s
     distractors = []
     for _ in range(int(rng.integers(0, config.max_distractors + 1))):
         d_radius = _uniform(rng, DISTRACTOR_RADIUS) * s
@@ -303,12 +350,107 @@ def make_scene(config: SyntheticConfig, split: str, clip_id: int) -> Scene:
                  stride)
 
 
+def _released_main(rng: np.random.Generator, config: SyntheticConfig, motion: str, stride: int
+                   ) -> tuple[float, float, float, float]:
+    """Radius, rate and start centre of the released layout: each motion placed where it fits (the shortcut)."""
+    s, h, w, t = config.short_side, config.height, config.width, config.frames
+    margin = EDGE_MARGIN * s
+    if motion in TRANSLATIONS:
+        dx, dy = TRANSLATIONS[motion]
+        radius = _uniform(rng, MAIN_RADIUS) * s
+        room = (w if dx else h) - 2 * (radius + margin)  # pixels the object can travel and stay inside
+        rate = min(_uniform(rng, config.speed_range) * s * stride, room / (t - 1))
+        travel = rate * (t - 1)
+        return radius, rate, _start(rng, w, radius + margin, travel * dx), _start(rng, h, radius + margin, travel * dy)
+    if motion in ("zoom_in", "zoom_out"):
+        small = _uniform(rng, ZOOM_SMALL_RADIUS) * s
+        rate = min(_uniform(rng, config.zoom_rate_range) * stride, math.log(ZOOM_MAX_RADIUS * s / small) / (t - 1))
+        radius = small if motion == "zoom_in" else small * math.exp(rate * (t - 1))
+        largest = small * math.exp(rate * (t - 1))
+    else:
+        radius = largest = _uniform(rng, MAIN_RADIUS) * s
+        rate = _uniform(rng, config.rotation_speed_range) * stride if motion.startswith("rotate") else 0.0
+    return radius, rate, _start(rng, w, largest + margin, 0.0), _start(rng, h, largest + margin, 0.0)
+
+
+def _centred_room(config: SyntheticConfig, radius: float, extent: int) -> float:
+    """Pixels an object of ``radius`` starting anywhere in the centre box can travel along a side of ``extent`` pixels
+    (either way) and stay wholly inside the frame."""
+    s = config.short_side
+    return extent / 2 - CENTRED_BOX * s - SHAPE_EXTENT * radius - EDGE_MARGIN * s
+
+
+def _centred_largest_radius(config: SyntheticConfig) -> float:
+    """The largest radius (pixels) an object starting anywhere in the centre box can grow to and stay inside."""
+    s = config.short_side
+    return (s / 2 - CENTRED_BOX * s - EDGE_MARGIN * s) / SHAPE_EXTENT
+
+
+def _centred_main(rng: np.random.Generator, config: SyntheticConfig, motion: str, stride: int
+                  ) -> tuple[float, float, float, float]:
+    """Radius, rate and start centre of the centred layout: size and start drawn alike for every motion, first."""
+    s, h, w, t = config.short_side, config.height, config.width, config.frames
+    radius = _uniform(rng, CENTRED_RADIUS) * s
+    x = w / 2 + float(rng.uniform(-CENTRED_BOX, CENTRED_BOX)) * s
+    y = h / 2 + float(rng.uniform(-CENTRED_BOX, CENTRED_BOX)) * s
+    if motion in TRANSLATIONS:
+        room = _centred_room(config, radius, w if TRANSLATIONS[motion][0] else h)
+        rate = min(_uniform(rng, config.speed_range) * s * stride, room / (t - 1))
+    elif motion in ("zoom_in", "zoom_out"):
+        # log-size change over the clip, within the clip-length cap and (growing) the room
+        change = min(_uniform(rng, config.zoom_rate_range) * stride * (t - 1), math.log(CENTRED_MAX_ZOOM))
+        if motion == "zoom_in":
+            change = min(change, math.log(_centred_largest_radius(config) / radius))
+        rate = change / (t - 1)
+    else:
+        rate = _uniform(rng, config.rotation_speed_range) * stride if motion.startswith("rotate") else 0.0
+    return radius, rate, x, y
+
+
+def motion_amount(motion: str, rate: float, radius: float, frames: int) -> float:
+    """How far the main object moves over a clip, in pixels: a translation's travel, a zoom's change of the object's
+    size (its diameter, 2 r), a turn's arc at the radius (both as the tracker reads them); 0 when still."""
+    span = frames - 1
+    if motion in TRANSLATIONS:
+        return rate * span
+    if motion == "zoom_in":
+        return 2 * radius * (math.exp(rate * span) - 1.0)
+    if motion == "zoom_out":
+        return 2 * radius * (1.0 - math.exp(-rate * span))
+    if motion.startswith("rotate"):
+        return math.radians(rate) * span * radius
+    return 0.0
+
+
+def centred_minimum_motion(config: SyntheticConfig) -> dict[str, float]:
+    """The least :func:`motion_amount` (pixels) of each moving motion of ``config`` in the centred layout: the slowest
+    rate at the smallest frame stride, capped as :func:`_centred_main` caps it, at the worst object size."""
+    s, t, k = config.short_side, config.frames, min(config.frame_strides)
+    radii = (CENTRED_RADIUS[0] * s, CENTRED_RADIUS[1] * s)  # every amount is monotone or concave in the radius
+    zoom = min(config.zoom_rate_range[0] * k * (t - 1), math.log(CENTRED_MAX_ZOOM))
+    out = {}
+    for motion in config.motions:
+        if motion in TRANSLATIONS:
+            extent = config.width if TRANSLATIONS[motion][0] else config.height
+            amounts = [min(config.speed_range[0] * s * k * (t - 1), _centred_room(config, r, extent)) for r in radii]
+        elif motion == "zoom_in":
+            amounts = [2 * min(r * (math.exp(zoom) - 1.0), _centred_largest_radius(config) - r) for r in radii]
+        elif motion == "zoom_out":
+            amounts = [motion_amount(motion, zoom / (t - 1), r, t) for r in radii]
+        elif motion.startswith("rotate"):
+            amounts = [motion_amount(motion, config.rotation_speed_range[0] * k, r, t) for r in radii]
+        else:
+            continue
+        out[motion] = min(amounts)
+    return out
+
+
 def _main_shape_colour(rng: np.random.Generator, config: SyntheticConfig, split: str) -> tuple[str, str]:
     if split == "novel":
         shape, colour = config.held_out_combos[int(rng.integers(len(config.held_out_combos)))]
         return shape, colour
     held_out = set(config.held_out_combos)
-    allowed = [(s, c) for s in SHAPES for c in COLOURS if (s, c) not in held_out]
+    allowed = [(s, c) for s in main_shapes(config) for c in COLOURS if (s, c) not in held_out]
     return allowed[int(rng.integers(len(allowed)))]
 
 
@@ -683,4 +825,4 @@ def write_prompt_images(config: SyntheticConfig, out_dir: str | os.PathLike, spl
 
 def _write_config(config: SyntheticConfig, path: Path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")

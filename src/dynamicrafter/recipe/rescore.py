@@ -1,14 +1,16 @@
 """Re-scoring a model with the motion tracker: true captions and the swapped-caption test.
 
-``python -m dynamicrafter.recipe.rescore [--checkpoint PATH] [--per-motion 10] --cache DIR [--out DIR]`` animates the
-report's held-out first frames (:func:`.report.held_out_clips`, each clip's own frame stride, the report's sampling
-settings and seeds) once per motion prompt: the clip's caption with its motion phrase replaced by each of the 9
-motions' (:func:`swap_caption`; the true caption is the one naming the clip's own motion). Every video is scored by
-the tracker (:mod:`.tracker`) and by the old flow classifier (:mod:`.motion_eval`), side by side:
+``python -m dynamicrafter.recipe.rescore [--checkpoint PATH] [--per-motion 10] --cache DIR [--out DIR]
+[--confusion-only]`` animates the report's held-out first frames (:func:`.report.held_out_clips`, each clip's own
+frame stride, the report's sampling settings and seeds) once per motion prompt: the clip's caption with its motion
+phrase replaced by each of the 9 motions' (:func:`swap_caption`; the true caption is the one naming the clip's own
+motion). Every video is scored by the tracker (:mod:`.tracker`) and by the old flow classifier (:mod:`.motion_eval`),
+side by side:
 
 * true captions: does the video show the clip's motion (the report's motion accuracy);
 * swapped captions: does the video show the motion the prompt names, for every prompt (the measure of text-based
-  motion control), and how often it shows the clip's own motion instead (the first-frame shortcut);
+  motion control), and how often it shows the clip's own motion instead (the first-frame shortcut); the full
+  prompt x shown-motion confusion table (:func:`swapped_caption_test`, alone with ``--confusion-only``);
 * conformity: colour error and shape IoU of the first frame, colour error over the clip and background flicker, next
   to the same figures of the autoencoder's reconstructions of the real clips (the ceiling).
 
@@ -50,23 +52,28 @@ def swap_caption(caption: str, motion: str, new_motion: str) -> str:
     return caption.replace(phrase, options[index % len(options)][form])
 
 
-def generate_videos(pipe, clips: list[syn.SyntheticClip], settings: EvalSettings, cache: Path,
+def generate_videos(pipe, clips: list[syn.SyntheticClip], settings: EvalSettings, cache: Path | None,
                     motions: tuple[str, ...] = syn.MOTIONS) -> dict[int, np.ndarray]:
     """Per clip id: uint8 videos (len(motions), t, h, w, 3), the first frame animated with each motion's caption
-    (same seed for all); cached as ``cache/<clip id>.npy``."""
-    cache.mkdir(parents=True, exist_ok=True)
+    (same seed for all); cached as ``cache/<clip id>.npy`` (kept in memory only when ``cache`` is None). A cached
+    file is trusted: use one cache folder per model and sampling settings."""
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     videos = {}
     for clip in tqdm(clips, desc="animating with every motion prompt", unit="clip"):
-        path = cache / f"{clip.scene.clip_id:08d}.npy"
-        if not path.is_file():
-            stack = []
-            for motion in motions:
-                caption = swap_caption(clip.scene.caption, clip.scene.motion, motion)
-                stack.append(generate(pipe, syn.SyntheticClip(clip.frames, replace(clip.scene, caption=caption)),
-                                      settings))
+        path = None if cache is None else cache / f"{clip.scene.clip_id:08d}.npy"
+        if path is not None and path.is_file():
+            videos[clip.scene.clip_id] = np.load(path)
+            continue
+        stack = []
+        for motion in motions:
+            caption = swap_caption(clip.scene.caption, clip.scene.motion, motion)
+            stack.append(generate(pipe, syn.SyntheticClip(clip.frames, replace(clip.scene, caption=caption)),
+                                  settings))
+        videos[clip.scene.clip_id] = np.stack(stack)
+        if path is not None:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, np.stack(stack))
-        videos[clip.scene.clip_id] = np.load(path)
+                np.save(f, videos[clip.scene.clip_id])
     return videos
 
 
@@ -87,19 +94,83 @@ class VideoRecord:
 
 
 def score_videos(clips: list[syn.SyntheticClip], videos: dict[int, np.ndarray], data: syn.SyntheticConfig,
-                 motions: tuple[str, ...] = syn.MOTIONS) -> list[VideoRecord]:
+                 motions: tuple[str, ...] = syn.MOTIONS, full: bool = True) -> list[VideoRecord]:
+    """A record per video (clip x prompt motion): the tracker's label and verdict, and with ``full`` the old flow
+    classifier's label and the conformity figures (else ``""`` and NaN: the tracker alone is much faster)."""
     records = []
+    nan = {k: math.nan for k in ("first_colour_error", "first_iou", "clip_colour_error", "background_flicker")}
     for clip in tqdm(clips, desc="scoring", unit="clip"):
         scene = clip.scene
         appearance = T.Appearance.from_scene(scene, data)
         for motion, video in zip(motions, videos[scene.clip_id]):
             track = T.track_object(video, appearance)
             reading = T.read_motion(track)
-            conf = T.conformity(video, scene, data, track)
+            conf = asdict(T.conformity(video, scene, data, track)) if full else nan
             records.append(VideoRecord(scene.clip_id, scene.motion, motion, scene.main.shape, reading.label,
-                                       reading.verdict(motion), classify_motion(video), reading.rotation_observable,
-                                       **asdict(conf)))
+                                       reading.verdict(motion), classify_motion(video) if full else "",
+                                       reading.rotation_observable, **conf))
     return records
+
+
+@dataclass
+class SwappedCaptionResult:
+    """The swapped-caption test: every first frame animated with every motion prompt, read by the tracker.
+
+    ``table[i, j]``: videos whose prompt names ``motions[i]`` and that show ``motions[j]``; ``other[i]``: those that
+    show none of them (``irregular`` or ``lost``). ``accuracy``: share of all videos that show the motion their prompt
+    names (a turn whose angle the video does not show is not counted as shown); chance is 1 / len(motions).
+    """
+
+    motions: tuple[str, ...]
+    table: np.ndarray  # (n, n) int
+    other: np.ndarray  # (n,) int
+    undetermined: int  # rotation prompts whose video shows no readable angle (see tracker.MotionReading.verdict)
+    accuracy: float
+    first_frames: int
+
+
+def confusion(records: list[VideoRecord], motions: tuple[str, ...] = syn.MOTIONS) -> SwappedCaptionResult:
+    """The prompt-motion x shown-motion table of ``records`` (from :func:`score_videos`)."""
+    index = {m: i for i, m in enumerate(motions)}
+    table = np.zeros((len(motions), len(motions)), dtype=np.int64)
+    other = np.zeros(len(motions), dtype=np.int64)
+    for r in records:
+        if r.label in index:
+            table[index[r.prompt_motion], index[r.label]] += 1
+        else:
+            other[index[r.prompt_motion]] += 1
+    accuracy = _share(records, lambda r: r.verdict == "correct")
+    return SwappedCaptionResult(motions, table, other, sum(r.verdict == "undetermined" for r in records), accuracy,
+                                len({r.clip_id for r in records}))
+
+
+def swapped_caption_test(pipe, clips: list[syn.SyntheticClip], data: syn.SyntheticConfig,
+                         settings: EvalSettings | None = None, cache: Path | None = None,
+                         motions: tuple[str, ...] = syn.MOTIONS) -> SwappedCaptionResult:
+    """Animate each held-out first frame of ``clips`` with every motion's prompt (its caption with the motion phrase
+    swapped, same seed) through ``pipe`` and tell with the tracker which motion each video shows."""
+    if not clips:
+        raise UserError("the swapped-caption test needs at least one held-out first frame")
+    videos = generate_videos(pipe, clips, settings or EvalSettings(), cache, motions)
+    return confusion(score_videos(clips, videos, data, motions, full=False), motions)
+
+
+def confusion_markdown(result: SwappedCaptionResult) -> list[str]:
+    """The confusion table: a row per prompt motion (share of its videos showing each motion), its accuracy."""
+    short = [m.replace("rotate_", "rot ") for m in result.motions]
+    lines = ["| prompt names \\ video shows | " + " | ".join(short) + " | irregular / lost | videos |",
+             "|---|" + "---|" * (len(short) + 2)]
+    for i, motion in enumerate(result.motions):
+        n = int(result.table[i].sum() + result.other[i])
+        cells = " | ".join((f"**{c / n:.2f}**" if j == i else f"{c / n:.2f}") if n else "-"
+                           for j, c in enumerate(result.table[i]))
+        lines.append(f"| {motion} | {cells} | {result.other[i] / max(n, 1):.2f} | {n} |")
+    total = int(result.table.sum() + result.other.sum())
+    lines += ["", f"Accuracy (video shows the motion its prompt names): **{result.accuracy:.3f}** of {total} videos "
+              f"({result.first_frames} first frames x {len(result.motions)} prompts; chance "
+              f"{1 / len(result.motions):.3f}); rotation prompts with no readable angle (undetermined, not counted "
+              f"as shown): {result.undetermined}."]
+    return lines
 
 
 def _share(records: list[VideoRecord], test) -> float:
@@ -165,6 +236,8 @@ def markdown(name: str, records: list[VideoRecord], ceiling: list[T.Conformity],
              f"Tracker labels, true captions: {label_counts(true)}.", "",
              "Swapped captions (text-based motion control):", "", *swapped_table(records, motions), "",
              f"Tracker labels, all prompts: {label_counts(records)}.", "",
+             "Which motion each video shows, by the motion its prompt names (tracker; share of the row's videos):", "",
+             *confusion_markdown(confusion(records, motions)), "",
              "Conformity to the input:", "", *conformity_rows(name, records, ceiling)]
     if old:
         lines += ["", "Earlier report (flow classifier, reports/tiny/results.json): " + ", ".join(
@@ -181,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-motion", type=int, default=10, help="held-out first frames per motion (default 10)")
     parser.add_argument("--cache", type=Path, required=True, help="folder for the generated videos (resumable)")
     parser.add_argument("--out", type=Path, default=None, help="folder for RESCORE.md and rescore.json")
+    parser.add_argument("--confusion-only", action="store_true",
+                        help="only the swapped-caption test's confusion table and accuracy (tracker only, no flow "
+                             "classifier or conformity; writes SWAPPED.md and swapped.json to --out)")
     args = parser.parse_args(argv)
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
@@ -188,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     clips = held_out_clips(RECIPE_DATA, args.per_motion)
+    if args.confusion_only:
+        return _confusion_only(args, pipe, clips)
     videos = generate_videos(pipe, clips, EvalSettings(), args.cache)
     records = score_videos(clips, videos, RECIPE_DATA)
     ceiling = [T.conformity(v, c.scene, RECIPE_DATA) for c, v in zip(clips, autoencode(pipe, [c.frames
@@ -204,6 +282,24 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(args.out / "rescore.json") as tmp:
             tmp.write_text(json.dumps({"records": [asdict(r) for r in records],
                                        "ceiling": [asdict(c) for c in ceiling]}, indent=1))
+    return 0
+
+
+def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticClip]) -> int:
+    result = swapped_caption_test(pipe, clips, RECIPE_DATA, EvalSettings(), args.cache)
+    text = "\n".join([f"# {args.name}: the swapped-caption test", "",
+                      f"{len(clips)} held-out first frames (the report's clips and sampling settings), each animated "
+                      f"with the {len(result.motions)} motion prompts; the tracker reads which motion each video "
+                      f"shows (share of the row's videos).", "", *confusion_markdown(result)]) + "\n"
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.out / "SWAPPED.md") as tmp:
+            tmp.write_text(text)
+        with atomic_path(args.out / "swapped.json") as tmp:
+            tmp.write_text(json.dumps({"motions": result.motions, "table": result.table.tolist(),
+                                       "other": result.other.tolist(), "undetermined": result.undetermined,
+                                       "accuracy": result.accuracy, "first_frames": result.first_frames}, indent=1))
     return 0
 
 

@@ -1,9 +1,12 @@
 """How much does the first frame alone give the motion away? The data's first-frame shortcut, measured.
 
-``python -m dynamicrafter.recipe.shortcut [--train 4000] [--test 2000]`` fits simple classifiers on what the first
-frame of a training clip shows about its main object -- its centre and size -- and predicts the motion of held-out
-test clips. An image-to-video model trained on such data can get the motion right without reading the prompt; the
-swapped-caption test exposes it. Two classifiers, both simple: k nearest neighbours on standardised features and a
+``python -m dynamicrafter.recipe.shortcut [--layout released|centred|both] [--train 4000] [--test 2000]``
+fits simple classifiers on what the first frame of a training clip shows about its main object -- its centre and
+size, and in a second row also its look (shape, texture) -- and predicts the motion of held-out test clips. The layout
+is the data preset's (:data:`.tiny.DATA_PRESETS`: the recipe's released data, or the same data in the centred layout
+without the shortcut); ``both`` measures the two on the same number of clips and prints them side by side. An
+image-to-video model trained on such data can get the motion right without reading the prompt; the swapped-caption
+test exposes it. Two classifiers, both simple: k nearest neighbours on standardised features and a
 Gaussian (quadratic discriminant) model; the table gives the better one per row. A second table gives the share of
 rotating clips by the main object's look (round shapes only rotate with a pattern).
 
@@ -15,13 +18,14 @@ rotation direction (2-way, rotating clips only) and the motion group (translatio
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
 
 from dynamicrafter.data import synthetic as syn
-from dynamicrafter.recipe.tiny import RECIPE_DATA
+from dynamicrafter.recipe.tiny import DATA_PRESETS, RECIPE_DATA
 
 NEIGHBOURS = 25
 GROUPS = {"left": "translation", "right": "translation", "up": "translation", "down": "translation",
@@ -33,6 +37,17 @@ def first_frame_features(scene: syn.Scene, config: syn.SyntheticConfig) -> np.nd
     side)."""
     main = scene.main
     return np.asarray([main.x / config.width, main.y / config.height, main.radius / config.short_side])
+
+
+def look_features(scene: syn.Scene, config: syn.SyntheticConfig) -> np.ndarray:
+    """:func:`first_frame_features` and the main object's look: its shape and texture, one-hot."""
+    shape = [float(scene.main.shape == s) for s in syn.SHAPES]
+    texture = [float(scene.main.texture == t) for t in syn.TEXTURES]
+    return np.concatenate([first_frame_features(scene, config), shape, texture])
+
+
+FEATURES: dict[str, Callable[[syn.Scene, syn.SyntheticConfig], np.ndarray]] = {
+    "position + size": first_frame_features, "position + size + look": look_features}
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
@@ -83,15 +98,16 @@ def measure(config: syn.SyntheticConfig = RECIPE_DATA, train: int | None = None,
     train_scenes = _scenes(config, "train", train or config.num_clips)
     test_scenes = _scenes(config, "test", test)
     rows = []
-    x_train = np.stack([first_frame_features(s, config) for s in train_scenes])
-    x_test = np.stack([first_frame_features(s, config) for s in test_scenes])
-    for stride in sorted(set(config.frame_strides)):
-        train_idx = [i for i, s in enumerate(train_scenes) if s.frame_stride == stride]
-        test_idx = [i for i, s in enumerate(test_scenes) if s.frame_stride == stride]
-        for task, (relabel, chance) in TASKS.items():
-            rows.append(_task_row("position + size", stride, task, chance, relabel, x_train[train_idx],
-                                  x_test[test_idx], [train_scenes[i].motion for i in train_idx],
-                                  [test_scenes[i].motion for i in test_idx]))
+    for features, describe in FEATURES.items():
+        x_train = np.stack([describe(s, config) for s in train_scenes])
+        x_test = np.stack([describe(s, config) for s in test_scenes])
+        for stride in sorted(set(config.frame_strides)):
+            train_idx = [i for i, s in enumerate(train_scenes) if s.frame_stride == stride]
+            test_idx = [i for i, s in enumerate(test_scenes) if s.frame_stride == stride]
+            for task, (relabel, chance) in TASKS.items():
+                rows.append(_task_row(features, stride, task, chance, relabel, x_train[train_idx],
+                                      x_test[test_idx], [train_scenes[i].motion for i in train_idx],
+                                      [test_scenes[i].motion for i in test_idx]))
     return rows
 
 
@@ -105,7 +121,8 @@ def rotation_by_look(config: syn.SyntheticConfig = RECIPE_DATA, train: int | Non
                       and (s.main.texture == "solid") == plain]
             rows.append({"shape": "round (circle, ring)" if round_shape else "other shapes",
                          "texture": "plain" if plain else "patterned", "clips": len(picked),
-                         "rotating": float(np.mean([s.motion.startswith("rotate") for s in picked]))})
+                         "rotating": float(np.mean([s.motion.startswith("rotate") for s in picked]))
+                         if picked else math.nan})
     return rows
 
 
@@ -127,21 +144,30 @@ def _task_row(features: str, stride: int, task: str, chance: float, relabel: Cal
     return best
 
 
-def markdown(rows: list[dict[str, object]], look: list[dict[str, object]]) -> str:
+def _accuracy_rows(rows: list[dict[str, object]], strides: list[int]) -> list[str]:
+    """One table row per (features, task): accuracy (test clips) at each stride, '-' where there is none."""
+    lines = []
+    for features in dict.fromkeys(r["features"] for r in rows):
+        for task in TASKS:
+            cells = {r["stride"]: r for r in rows if r["features"] == features and r["task"] == task}
+            values = " | ".join(f"{cells[k]['accuracy']:.2f} (n {cells[k]['test_clips']})" if k in cells else "-"
+                                for k in strides)
+            chance = next(iter(cells.values()))["chance"]
+            lines.append(f"| {features} | {task} | {chance:.2f} | {values} |")
+    return lines
+
+
+def markdown(rows: list[dict[str, object]], look: list[dict[str, object]], title: str = "training data") -> str:
     strides = sorted({r["stride"] for r in rows})
-    lines = ["# The first-frame shortcut of the training data", "",
+    lines = [f"# The first-frame shortcut of the {title}", "",
              "Accuracy of predicting a held-out clip's motion from its first frame alone (classifiers fitted on the "
              "training split; the better of nearest neighbours and a Gaussian model per row):", "",
              "| first-frame features | task | chance | " + " | ".join(f"stride {s}" for s in strides) + " |",
-             "|---|---|---|" + "---|" * len(strides)]
-    for task in TASKS:
-        cells = sorted([r for r in rows if r["task"] == task], key=lambda r: r["stride"])
-        values = " | ".join(f"{r['accuracy']:.2f} (n {r['test_clips']})" for r in cells)
-        lines.append(f"| {cells[0]['features']} | {task} | {cells[0]['chance']:.2f} | {values} |")
+             "|---|---|---|" + "---|" * len(strides), *_accuracy_rows(rows, strides)]
     lines += ["", "Per-motion recall of the 9-way prediction (position + size):", "",
               "| stride | " + " | ".join(syn.MOTIONS) + " |", "|---|" + "---|" * len(syn.MOTIONS)]
     for r in rows:
-        if r["task"] == "9 motions":
+        if r["task"] == "9 motions" and r["features"] == "position + size":
             lines.append(f"| {r['stride']} | " + " | ".join(f"{r['per_class'].get(m, float('nan')):.2f}"
                                                             for m in syn.MOTIONS) + " |")
     lines += ["", "Share of rotating clips by the main object's look (training split; 2/9 = 0.22 overall):", "",
@@ -150,13 +176,35 @@ def markdown(rows: list[dict[str, object]], look: list[dict[str, object]]) -> st
     return "\n".join(lines) + "\n"
 
 
+def comparison(before: list[dict[str, object]], after: list[dict[str, object]]) -> str:
+    """The released and the centred layout side by side (accuracy per stride), as a markdown table."""
+    strides_before = sorted({r["stride"] for r in before})
+    strides_after = sorted({r["stride"] for r in after})
+    head = [f"released, stride {k}" for k in strides_before] + [f"centred, stride {k}" for k in strides_after]
+    lines = ["| first-frame features | task | chance | " + " | ".join(head) + " |",
+             "|---|---|---|" + "---|" * len(head)]
+    left, right = _accuracy_rows(before, strides_before), _accuracy_rows(after, strides_after)
+    for a, b in zip(left, right):
+        lines.append(a + " " + b.split(" | ", 3)[3])
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dynamicrafter.recipe.shortcut",
                                      description="Measure how well the first frame alone predicts the motion.")
+    parser.add_argument("--layout", choices=(*DATA_PRESETS, "both"), default="released",
+                        help="data preset: the recipe's released layout, the centred one, or both side by side")
     parser.add_argument("--train", type=int, default=None, help="training clips (default: the recipe's)")
     parser.add_argument("--test", type=int, default=2000, help="held-out test clips")
     args = parser.parse_args(argv)
-    print(markdown(measure(RECIPE_DATA, args.train, args.test), rotation_by_look(RECIPE_DATA, args.train)))
+    layouts = tuple(DATA_PRESETS) if args.layout == "both" else (args.layout,)
+    results = {}
+    for layout in layouts:
+        config = DATA_PRESETS[layout]
+        results[layout] = measure(config, args.train, args.test)
+        print(markdown(results[layout], rotation_by_look(config, args.train), f"{layout} layout"))
+    if args.layout == "both":
+        print(comparison(results["released"], results["centred"]))
     return 0
 
 

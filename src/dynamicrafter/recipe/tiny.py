@@ -45,6 +45,14 @@ from dynamicrafter.recipe.config import TINY, RecipeBudget, base_t2v_config
 RECIPE_DATA = SyntheticConfig(num_clips=4000, frames=16, height=32, width=32, seed=0, speed_range=(0.013, 0.018),
                               zoom_rate_range=(0.025, 0.032), rotation_speed_range=(4.0, 9.0), frame_strides=(1, 2, 3),
                               held_out_fraction=0.1, motion_only_fraction=0.2)
+# The same data without the first-frame shortcut (issue 17): every motion starts from one centre box and size range,
+# zooms from mid size (x1.57-1.8 in, x0.64-0.55 out), only the five shapes whose turn survives the autoencoder, and
+# every moving clip moves at least 2 latent pixels (8 px at f = 4). That does not fit in 32 x 32 frames (an object
+# big enough to show its turn leaves about 6 px of room around a centre start), hence 64 x 64 with strides 1-2:
+# translations 8.6-10.6 px at stride 1 and 11-14 px (the room) at stride 2.
+CENTRED_DATA = replace(RECIPE_DATA, height=64, width=64, layout="centred", speed_range=(0.009, 0.011),
+                       zoom_rate_range=(0.03, 0.04), frame_strides=(1, 2))
+DATA_PRESETS = {"released": RECIPE_DATA, "centred": CENTRED_DATA}
 SEED = 0
 
 

@@ -1,10 +1,11 @@
 """Is the motion tracker (:mod:`.tracker`) right? Its validation on the generated data set's held-out clips.
 
-``python -m dynamicrafter.recipe.validate_tracker [--per-motion 10] [--out DIR]`` prints (and writes to
-``DIR/VALIDATION.md`` + ``validation.json``) three tables:
+``python -m dynamicrafter.recipe.validate_tracker [--per-motion 10] [--layout released|centred] [--out DIR]`` prints
+(and writes to ``DIR/VALIDATION.md`` + ``validation.json``, for the centred layout ``VALIDATION_CENTRED.md`` +
+``validation_centred.json``) three tables:
 
-(a) the real held-out clips (test split, frame strides 2-3 as the report animates them, and stride 1): accuracy per
-    motion and the tracking error against the generator's true trajectory;
+(a) the real held-out clips (test split, frame strides from 2 up as the report animates them, and stride 1): accuracy
+    per motion and the tracking error against the generator's true trajectory;
 (b) the same clips degraded as generated clips are: Gaussian blur, colour drift over time, noise, a smooth shape
     distortion changing over time, all together, and the shipped model's own autoencoder reconstructions (with and
     without an extra blur) -- where the tracker must stay right;
@@ -34,7 +35,7 @@ from dynamicrafter.data.video import frames_to_video
 from dynamicrafter.media import atomic_path
 from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.motion_eval import classify_motion
-from dynamicrafter.recipe.tiny import RECIPE_DATA
+from dynamicrafter.recipe.tiny import DATA_PRESETS, RECIPE_DATA
 
 VALIDATION_SEED = 17
 DRIFT_GAIN = 0.25  # colour drift: per-channel gain reaches 1 +- this at the last frame
@@ -190,15 +191,17 @@ class Validation:
 
 def run_validation(per_motion: int = 10, rotation_clips: int = 64, pipe=None, data: syn.SyntheticConfig = RECIPE_DATA,
                    flow: bool = True) -> Validation:
-    """All three tables on ``per_motion`` held-out clips per motion (strides 2-3, and stride 1 for the clean and
-    autoencoder rows); ``pipe`` (the shipped model when None) provides the autoencoder."""
+    """All three tables on ``per_motion`` held-out clips per motion of ``data`` (its frame strides from 2 up, and
+    stride 1 for the clean and autoencoder rows); ``pipe`` (the shipped model when None) provides the autoencoder."""
     if pipe is None:
         from dynamicrafter.pipeline import DynamiCrafterPipeline
 
         pipe = DynamiCrafterPipeline.from_checkpoint(device="cpu")
-    clips, slow = test_clips(data, per_motion, (2, 3)), test_clips(data, per_motion, (1,))
+    fast = tuple(k for k in sorted(set(data.frame_strides)) if k >= 2) or (2, 3)
+    clips, slow = test_clips(data, per_motion, fast), test_clips(data, per_motion, (1,))
     recon, slow_recon = autoencode(pipe, [c.frames for c in clips]), autoencode(pipe, [c.frames for c in slow])
-    conditions = [score_condition("clean (strides 2-3)", clips, [c.frames for c in clips], data, flow),
+    strides = f"strides {fast[0]}-{fast[-1]}" if len(fast) > 1 else f"stride {fast[0]}"
+    conditions = [score_condition(f"clean ({strides})", clips, [c.frames for c in clips], data, flow),
                   score_condition("clean, stride 1", slow, [c.frames for c in slow], data, flow)]
     for key, (name, fn) in enumerate(DEGRADATIONS.items()):
         conditions.append(score_condition(name, clips, degrade(clips, fn, key), data, flow))
@@ -342,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Validate the motion tracker on held-out generated clips.")
     parser.add_argument("--per-motion", type=int, default=10, help="held-out clips per motion (default 10)")
     parser.add_argument("--rotation-clips", type=int, default=64, help="rotating clips for the per-shape table")
+    parser.add_argument("--layout", choices=tuple(DATA_PRESETS), default="released",
+                        help="data preset whose held-out clips are used: released (the recipe's) or centred; the "
+                             "centred one writes VALIDATION_CENTRED.md / validation_centred.json")
     parser.add_argument("--out", type=Path, default=None, help="folder for VALIDATION.md and validation.json")
     parser.add_argument("--rotation-radii", default=None,
                         help="only the turn-by-size study: comma-separated radii (fractions of the shorter side) of "
@@ -350,14 +356,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     if args.rotation_radii:
         return _size_study(tuple(float(r) for r in args.rotation_radii.split(",")), args.out)
-    validation = run_validation(args.per_motion, args.rotation_clips)
+    validation = run_validation(args.per_motion, args.rotation_clips, data=DATA_PRESETS[args.layout])
     text = markdown(validation)
+    if args.layout != "released":
+        text = text.replace("# The motion tracker's validation", f"# The motion tracker's validation, {args.layout} "
+                            f"layout ({DATA_PRESETS[args.layout].height} px)", 1)
     print(text)
     if args.out is not None:
+        suffix = "" if args.layout == "released" else f"_{args.layout}"
         args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out / "VALIDATION.md") as tmp:
+        with atomic_path(args.out / f"VALIDATION{suffix.upper()}.md") as tmp:
             tmp.write_text(text)
-        with atomic_path(args.out / "validation.json") as tmp:
+        with atomic_path(args.out / f"validation{suffix}.json") as tmp:
             tmp.write_text(json.dumps(asdict(validation), indent=1))
     return 0
 
