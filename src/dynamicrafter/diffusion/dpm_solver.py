@@ -37,7 +37,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, z_T: torch.Tensor, schedule: NoiseSchedu
     for k in range(n):
         t = grid.timesteps[k]
         u = grid.data_prediction(schedule, z, k, denoiser(z, torch.full((z.shape[0],), t, device=z.device)))
-        r = grid.ratio(k, k - 1) if u_prev is not None else None  # (lambda_{k-1} - lambda_k) / h_k = -r_k
+        r = grid.history_ratio(k, u_prev is not None)  # (lambda_{k-1} - lambda_k) / h_k = -r_k
         d = u if r is None or k == n - 1 else u + (u - u_prev) / (2.0 * -r)  # D_k
         z = grid.first_order(z, k, d)
         u_prev = u

@@ -67,6 +67,10 @@ class OdeGrid:
             return None
         return (self.lam[j] - self.lam[k]) / self.h(k)
 
+    def history_ratio(self, k: int, has_history: bool) -> float | None:
+        """r = (lambda_{k-1} - lambda_k) / h_k when u_{k-1} is usable history, else None (a first-order step)."""
+        return self.ratio(k, k - 1) if has_history and k > 0 else None
+
     def first_order(self, z: torch.Tensor, k: int, d: torch.Tensor) -> torch.Tensor:
         """z_{k+1} = (sigma_{k+1} / sigma_k) z_k + alpha_{k+1} phi_k d, for a data prediction d (u_k: DDIM)."""
         return (self.sigma[k + 1] / self.sigma[k]) * z + (self.alpha[k + 1] * self.phi(k)) * d

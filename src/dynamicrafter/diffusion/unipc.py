@@ -27,7 +27,7 @@ import math
 import torch
 
 from dynamicrafter.diffusion.ddim import Denoiser, StepCallback
-from dynamicrafter.diffusion.ode import OdeGrid, ode_grid
+from dynamicrafter.diffusion.ode import ode_grid
 from dynamicrafter.diffusion.schedule import NoiseSchedule
 
 
@@ -42,11 +42,6 @@ def corrector_weights(h: float, r: float | None) -> tuple[float, float]:
     b2 = 2.0 * (phi / hh - 0.5) / b_h
     rho_1 = (b1 - b2) / (1.0 - r)  # [[1, 1], [r, 1]] (rho_1, rho_2) = (b1, b2)
     return rho_1, b1 - rho_1
-
-
-def _history_ratio(grid: OdeGrid, k: int, has_history: bool) -> float | None:
-    """r = (lambda_{k-1} - lambda_k) / h_k when u_{k-1} is usable history, else None (first order)."""
-    return grid.ratio(k, k - 1) if has_history and k > 0 else None
 
 
 @torch.no_grad()
@@ -69,7 +64,7 @@ def sample_unipc(denoiser: Denoiser, z_T: torch.Tensor, schedule: NoiseSchedule,
             if r_prev is not None:
                 d = d + rho_1 * (u_prev2 - u_prev) / r_prev
             z = grid.first_order(z_prev, k - 1, d)
-        r = _history_ratio(grid, k, u_prev is not None) if k < n - 1 else None
+        r = grid.history_ratio(k, u_prev is not None) if k < n - 1 else None
         d = u if r is None else u + 0.5 * (u_prev - u) / r  # UniP-2
         z_prev, u_prev2, u_prev, r_prev = z, u_prev, u, r
         z = grid.first_order(z, k, d)

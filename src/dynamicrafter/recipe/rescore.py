@@ -276,13 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(args.name, records, ceiling, len(clips), syn.MOTIONS, old)
     print(text)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out / "RESCORE.md") as tmp:
-            tmp.write_text(text)
-        with atomic_path(args.out / "rescore.json") as tmp:
-            tmp.write_text(json.dumps({"records": [asdict(r) for r in records],
-                                       "ceiling": [asdict(c) for c in ceiling]}, indent=1))
+        _write_report(args.out, "RESCORE.md", text, "rescore.json",
+                      {"records": [asdict(r) for r in records], "ceiling": [asdict(c) for c in ceiling]})
     return 0
+
+
+def _write_report(out: Path, md_name: str, text: str, json_name: str, payload: dict) -> None:
+    """The markdown report and its numbers, each written atomically into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / md_name) as tmp:
+        tmp.write_text(text)
+    with atomic_path(out / json_name) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1))
 
 
 def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticClip]) -> int:
@@ -293,13 +298,10 @@ def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticCli
                       f"shows (share of the row's videos).", "", *confusion_markdown(result)]) + "\n"
     print(text)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out / "SWAPPED.md") as tmp:
-            tmp.write_text(text)
-        with atomic_path(args.out / "swapped.json") as tmp:
-            tmp.write_text(json.dumps({"motions": result.motions, "table": result.table.tolist(),
-                                       "other": result.other.tolist(), "undetermined": result.undetermined,
-                                       "accuracy": result.accuracy, "first_frames": result.first_frames}, indent=1))
+        _write_report(args.out, "SWAPPED.md", text, "swapped.json",
+                      {"motions": result.motions, "table": result.table.tolist(), "other": result.other.tolist(),
+                       "undetermined": result.undetermined, "accuracy": result.accuracy,
+                       "first_frames": result.first_frames})
     return 0
 
 
