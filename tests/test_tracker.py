@@ -207,7 +207,7 @@ def test_the_swapped_caption_test_on_a_tiny_random_pipeline():
     from dynamicrafter.config import config_for_tests
     from dynamicrafter.recipe.report import EvalSettings, held_out_clips
     from dynamicrafter.recipe.rescore import swapped_caption_test
-    from helpers import tiny_pipeline
+    from dynamicrafter.testing import tiny_pipeline
 
     torch.set_flush_denormal(True)  # as the rescore command does: denormals make the random model's matmuls crawl
     data = replace(RECIPE_DATA, frames=4, height=16, width=16)  # small frames: the tracker searches long for noise
