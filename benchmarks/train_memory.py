@@ -4,7 +4,7 @@ Configurations: spatial-only (P + spatial layers trainable, stage ii/iii) vs the
 each with gradient checkpointing off and on; ``lora`` trains a LoRA adapter (``--lora-rank``, the spatial attention
 projections, ``dynamicrafter train --lora``) with everything else frozen (``--configs spatial,lora,lora:ckpt``).
 Every configuration runs in its own child process so that its peak
-memory is its own: CPU peak RSS (``ru_maxrss``), or CUDA peak allocated memory.
+memory is its own: CPU peak RSS (VmHWM), or CUDA peak allocated memory.
 
 The step is the training module's (:class:`dynamicrafter.training.module.DynamiCrafterTraining`): VDG latents
 concatenated with the noise, context = text tokens + P(CLIP image tokens), dynamic rescale, v target, MSE. With
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import resource
 import subprocess
 import sys
@@ -174,8 +175,17 @@ def run_one(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _own_peak_rss_bytes()
     return {"peak_bytes": peak, "step_s": times[-1], "first_step_s": times[0], "loss": float(loss)}
+
+
+def _own_peak_rss_bytes() -> int:
+    """VmHWM (this process's memory map only; ``ru_maxrss`` carries a larger parent's RSS over fork + exec)."""
+    status = pathlib.Path("/proc/self/status")
+    if status.is_file():
+        kib = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(kib) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 # ----------------------------------------------------------------------------------------------------------------
