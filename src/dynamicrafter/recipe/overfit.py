@@ -11,7 +11,7 @@ The autoencoder and the CLIP text tower are the shipped small model's (trained o
 reconstructions of the centred 64 x 64 clips are read right by the tracker in 54 of 54 clips), the U-Net is new.
 Two controls are scored the same way: the autoencoder's reconstructions of the training clips (the ceiling) and the
 untrained U-Net (must not pass). Everything is resumable: the latent cache, the training run (checkpoints every 250
-steps) and the generated videos (``DIR/videos/*.npy``).
+steps) and the generated videos (``DIR/videos/<sampling setting>/*.npy``; the report ``DIR/OVERFIT_<setting>.md``).
 """
 
 from __future__ import annotations
@@ -161,12 +161,13 @@ def evaluate(plan: OverfitPlan, model: Path, init: Path) -> dict[str, dict]:
     pipe = _pipe(init)
     ceiling = autoencode(pipe, [c.frames for c in clips])
     control = clips[: plan.control_clips]
+    videos = plan.out / "videos" / f"steps{plan.sample_steps}_cfg{plan.guidance_scale:g}"  # one cache per setting
     return {
         "autoencoder reconstructions (ceiling)": summary(score(clips, ceiling, data), data.motions),
-        "untrained base (control)": summary(score(control, sample_videos(init, control, settings, plan.out / "videos"
-                                                                         / "untrained"), data), data.motions),
-        "trained base": summary(score(clips, sample_videos(model, clips, settings, plan.out / "videos" / "trained"),
-                                      data), data.motions),
+        "untrained base (control)": summary(score(control, sample_videos(init, control, settings, videos / "untrained"),
+                                                  data), data.motions),
+        "trained base": summary(score(clips, sample_videos(model, clips, settings, videos / "trained"), data),
+                                data.motions),
     }
 
 
@@ -223,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     timings["evaluate"] = _now() - t0
     text = markdown(plan, results, timings)
     print(text)
-    with atomic_path(plan.out / "OVERFIT.md") as tmp:
+    tag = f"steps{plan.sample_steps}_cfg{plan.guidance_scale:g}"
+    with atomic_path(plan.out / f"OVERFIT_{tag}.md") as tmp:
         tmp.write_text(text)
-    with atomic_path(plan.out / "overfit.json") as tmp:
+    with atomic_path(plan.out / f"overfit_{tag}.json") as tmp:
         tmp.write_text(json.dumps({"plan": {k: str(v) for k, v in asdict(plan).items()}, "results": results,
                                    "timings": timings}, indent=1))
     return 0
