@@ -107,3 +107,22 @@ def test_sampling_flags_are_made_from_the_settings_table():
         temporal_windows=TemporalWindows(None, 4), timestep_spacing="uniform", image_attention_scale={"input": 0.5},
         resize_mode="cover")
     assert sampling_options(parser.parse_args(["animate", "x.png", "-o", "o.mp4"])) == SamplingOptions()
+
+
+def test_compile_flag_compiles_the_unet(monkeypatch, tmp_path, checkpoint):
+    """--compile reaches DynamiCrafterPipeline.enable_compile on every generating command (inductor replaced by the
+    fast "eager" backend here; the benchmark measures the real one)."""
+    from dynamicrafter.pipeline import DynamiCrafterPipeline
+
+    compiled = []
+    plain = DynamiCrafterPipeline.enable_compile
+    monkeypatch.setattr(DynamiCrafterPipeline, "enable_compile",
+                        lambda self: compiled.append(plain(self, backend="eager")) or None)
+    parser = build_parser()
+    for argv in (["animate", "x.png", "-o", "y.gif"], ["interpolate", "a.png", "b.png", "-o", "y.gif"],
+                 ["loop", "x.png", "-o", "y.gif"], ["story", "s.yaml", "-o", "x.mp4"], ["benchmark", "-o", "out"]):
+        assert parser.parse_args([*argv, "--compile"]).compile, argv[0]
+    random_image().save(tmp_path / "in.png")
+    assert main(["animate", str(tmp_path / "in.png"), "-p", "a ball", "-c", str(checkpoint), "-o",
+                 str(tmp_path / "o.gif"), "--steps", "1", "--compile"]) == 0
+    assert len(compiled) == 1

@@ -190,6 +190,13 @@ class DynamiCrafterPipeline:
         with self.placement.use("unet"):
             quantize_(self.model.unet, Float8WeightOnlyConfig())
 
+    def enable_compile(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """Run the U-Net through ``torch.compile`` (inductor fuses the norms, activations and other pointwise chains).
+        The first call compiles: measured for the 256 U-Net on a 2-core CPU, 157 s for compiling plus one step, then
+        0.874 of the eager step time (38.7 vs 44.3 s; outputs equal to 1.9e-6). It pays off over a whole 50-step
+        generation, not for a few steps. Needs a C++ compiler on the CPU. New shapes, dtypes or devices recompile."""
+        self.model.unet.compile(backend=backend, mode=mode)
+
     def _offload(self, modes: dict[str, Mode], device: torch.device | str | None) -> None:
         execution = resolve_device(device)
         self.device = self.placement.device = execution

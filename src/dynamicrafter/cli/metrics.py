@@ -183,7 +183,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         text_encoder=args.text_encoder, image_encoder=args.image_encoder, i3d=args.i3d, fvd_preset=args.fvd_preset,
         dreamsim=args.dreamsim, dreamsim_type=args.dreamsim_type, batch_size=args.batch_size,
         kvd_subsets=args.kvd_subsets, kvd_subset_size=args.kvd_subset_size, progress=not args.no_progress,
-        loras=tuple(args.lora or ()))
+        loras=tuple(args.lora or ()), compile=args.compile)
     with distributed_context() as dist:
         result = run_benchmark(config, dist.rank, dist.world_size, local_rank=dist.local_rank, barrier=dist.barrier)
     if result is not None:

@@ -45,6 +45,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    help="weights dtype (auto: fp32 on CPU, bf16 on CUDA; fp16 / bf16 are much slower on a CPU)")
     g.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
                    help="apply a LoRA adapter (dynamicrafter train --lora) at SCALE (default 1); repeatable")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the U-Net: the first step compiles (minutes), later steps are faster "
+                   "(released 256 on a 2-core CPU: 0.87x the time per step); worth it for many steps")
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
@@ -63,6 +66,8 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     from dynamicrafter.lora import load_lora_options
 
     load_lora_options(pipe, getattr(args, "lora", None))
+    if getattr(args, "compile", False):
+        pipe.enable_compile()
     return pipe
 
 

@@ -126,6 +126,7 @@ class BenchmarkConfig:
     kvd_subset_size: int = DEFAULT_SUBSET_SIZE
     progress: bool = True
     loras: tuple[str, ...] = ()  # LoRA adapters, FILE[:SCALE] (dynamicrafter.lora.parse_lora_option)
+    compile: bool = False  # torch.compile the U-Net (speed only: not part of the generation settings)
 
     def __post_init__(self) -> None:
         self.index, self.out_dir = Path(self.index), Path(self.out_dir)
@@ -486,6 +487,8 @@ def _pipeline_loader(config: BenchmarkConfig, checkpoint: Path, device: str) -> 
         from dynamicrafter.lora import load_lora_options
 
         load_lora_options(pipeline, config.loras)
+        if config.compile:
+            pipeline.enable_compile()
         return pipeline
 
     return load
