@@ -31,7 +31,6 @@ import importlib.util
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -104,16 +103,6 @@ def rss_gib() -> float:
 
 def _status_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-
-def peak_rss_gib() -> float:
-    """This process's own peak RSS: VmHWM of its memory map. Not ``getrusage().ru_maxrss``, which Linux carries over
-    ``fork`` + ``exec``: a worker spawned by a parent that holds more memory (e.g. the one that has just written the
-    checkpoint) would report the parent's RSS (measured: 11.12 GiB for a 7.5 GiB run)."""
-    if Path("/proc/self/status").is_file():
-        return _status_kib("VmHWM") / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: bytes on macOS, KiB elsewhere
-    return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 class PeakRSS:
@@ -301,7 +290,9 @@ def run_worker(args) -> None:
     sys.setrecursionlimit(10000)
     result = worker_original(args) if args.side == "original" else worker_ours(args)
     result["total_s"] = result["load_s"] + result["generate_s"]
-    result["peak_rss_gib"] = peak_rss_gib()
+    from dynamicrafter.utils import peak_rss_bytes
+
+    result["peak_rss_gib"] = peak_rss_bytes() / GIB  # its own peak (not ru_maxrss: see peak_rss_bytes)
     print("RESULT " + json.dumps(result), flush=True)
 
 

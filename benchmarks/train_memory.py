@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -175,17 +173,10 @@ def run_one(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = _own_peak_rss_bytes()
+        from dynamicrafter.utils import peak_rss_bytes
+
+        peak = peak_rss_bytes()  # its own peak (not ru_maxrss: see peak_rss_bytes)
     return {"peak_bytes": peak, "step_s": times[-1], "first_step_s": times[0], "loss": float(loss)}
-
-
-def _own_peak_rss_bytes() -> int:
-    """VmHWM (this process's memory map only; ``ru_maxrss`` carries a larger parent's RSS over fork + exec)."""
-    status = pathlib.Path("/proc/self/status")
-    if status.is_file():
-        kib = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
-        return int(kib) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 # ----------------------------------------------------------------------------------------------------------------

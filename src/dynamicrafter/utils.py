@@ -81,3 +81,18 @@ def warn_half_on_cpu(device: torch.device, dtype: torch.dtype) -> None:
 
         name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
         warnings.warn(HALF_ON_CPU_WARNING.format(dtype=name), stacklevel=3)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM`` of its own memory map where /proc exists. Not
+    ``getrusage().ru_maxrss`` there, which Linux carries over fork + exec: a child started by a larger parent would
+    report the parent's RSS (measured: 11.12 GiB for a 7.5 GiB benchmark worker)."""
+    import resource
+    import sys
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if status.is_file():
+        kib = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(kib) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)

@@ -1,6 +1,6 @@
 """Can the base text-to-video U-Net learn motion at all? The overfit test of issue 17 (step 2).
 
-``python -m dynamicrafter.recipe.overfit --out DIR [--clips 54] [--steps 1500] [--eval-only]`` trains the base
+``python -m dynamicrafter.recipe.overfit --out DIR [--clips 54] [--steps 1500]`` trains the base
 text-to-video model (the recipe's U-Net widths, whole U-Net, text only: training stage ``t2v``) on the first
 ``--clips`` training clips of the centred 64 x 64 data (:data:`.tiny.CENTRED_DATA`), then samples every one of those
 captions and reads the motion each video shows with the tracker (:mod:`.tracker`, validated on this layout in
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -110,17 +111,13 @@ def training_clips(plan: OverfitPlan) -> list[syn.SyntheticClip]:
 def sample_videos(model_path: Path, clips: list[syn.SyntheticClip], settings: EvalSettings, cache: Path
                   ) -> list[np.ndarray]:
     """Each clip's caption sampled at the clip's frame stride (uint8 (t, h, w, 3)); cached per clip id."""
-    from dynamicrafter.pipeline import DynamiCrafterPipeline
-
     cache.mkdir(parents=True, exist_ok=True)
     pipe = None
     videos = []
     for clip in tqdm(clips, desc=f"sampling {cache.name}", unit="video"):
         path = cache / f"{clip.scene.clip_id:08d}.npy"
         if not path.is_file():
-            if pipe is None:
-                pipe = DynamiCrafterPipeline.from_checkpoint(model_path, device="cpu")
-                pipe.set_progress_bar_config(disable=True)
+            pipe = pipe or _pipe(model_path)  # loaded only when a video is missing
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, generate(pipe, clip, settings))
         videos.append(np.load(path))
@@ -213,15 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = OverfitPlan(args.out, args.clips, args.steps, args.batch, sample_steps=args.sample_steps,
                        guidance_scale=args.guidance_scale, init=args.init, control_clips=args.control_clips)
     torch.set_flush_denormal(True)
-    timings = {}
-    for name, fn in (("prepare", lambda: prepare(plan)), ("train", lambda: train_base(plan, plan.out /
-                                                                                     "base_init.safetensors"))):
-        t0 = _now()
-        result = fn()
-        timings[name] = _now() - t0
-    t0 = _now()
-    results = evaluate(plan, result, plan.out / "base_init.safetensors")
-    timings["evaluate"] = _now() - t0
+    t0 = time.perf_counter()
+    init = prepare(plan)
+    t1 = time.perf_counter()
+    model = train_base(plan, init)
+    t2 = time.perf_counter()
+    results = evaluate(plan, model, init)
+    timings = {"prepare": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2}
     text = markdown(plan, results, timings)
     print(text)
     tag = f"steps{plan.sample_steps}_cfg{plan.guidance_scale:g}"
@@ -231,12 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps({"plan": {k: str(v) for k, v in asdict(plan).items()}, "results": results,
                                    "timings": timings}, indent=1))
     return 0
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 if __name__ == "__main__":
