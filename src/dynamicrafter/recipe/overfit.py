@@ -56,6 +56,11 @@ class OverfitPlan:
     def data(self) -> syn.SyntheticConfig:
         return replace(CENTRED_DATA, num_clips=self.clips)
 
+    @property
+    def sampling_tag(self) -> str:
+        """Names the video cache and the report of one sampling setting."""
+        return f"steps{self.sample_steps}_cfg{self.guidance_scale:g}"
+
 
 def base_model(plan: OverfitPlan) -> DynamiCrafter:
     """A fresh base U-Net (seeded) at the data's size, with the reused autoencoder and text / image towers."""
@@ -158,7 +163,7 @@ def evaluate(plan: OverfitPlan, model: Path, init: Path) -> dict[str, dict]:
     pipe = _pipe(init)
     ceiling = autoencode(pipe, [c.frames for c in clips])
     control = clips[: plan.control_clips]
-    videos = plan.out / "videos" / f"steps{plan.sample_steps}_cfg{plan.guidance_scale:g}"  # one cache per setting
+    videos = plan.out / "videos" / plan.sampling_tag  # one cache per sampling setting
     return {
         "autoencoder reconstructions (ceiling)": summary(score(clips, ceiling, data), data.motions),
         "untrained base (control)": summary(score(control, sample_videos(init, control, settings, videos / "untrained"),
@@ -219,10 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     timings = {"prepare": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2}
     text = markdown(plan, results, timings)
     print(text)
-    tag = f"steps{plan.sample_steps}_cfg{plan.guidance_scale:g}"
-    with atomic_path(plan.out / f"OVERFIT_{tag}.md") as tmp:
+    with atomic_path(plan.out / f"OVERFIT_{plan.sampling_tag}.md") as tmp:
         tmp.write_text(text)
-    with atomic_path(plan.out / f"overfit_{tag}.json") as tmp:
+    with atomic_path(plan.out / f"overfit_{plan.sampling_tag}.json") as tmp:
         tmp.write_text(json.dumps({"plan": {k: str(v) for k, v in asdict(plan).items()}, "results": results,
                                    "timings": timings}, indent=1))
     return 0
