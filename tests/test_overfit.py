@@ -48,5 +48,39 @@ def test_summary_counts_and_report_prints_every_motion(plan):
     assert s["per_motion"]["left"] == 0.5 and s["per_motion"]["up"] == 1.0 and np.isnan(s["per_motion"]["down"])
     assert s["labels"] == {"left": 1, "right": 1, "up": 1}
     assert s["first_iou"] == pytest.approx(0.7)
-    text = O.markdown(plan, {"trained base": s}, {"train": 12.0})
+    text = O.markdown(plan, {"trained base": s}, None, {"train": 12.0})
     assert "| trained base | 3 | **0.67** |" in text and all(m in text for m in plan.data.motions)
+    assert "Swapped-caption" not in text
+
+
+def test_sampling_settings_name_the_cache_and_reach_the_pipeline(tmp_path):
+    plan = O.parse_plan(["--out", str(tmp_path), "--guidance-scale", "3", "--eta", "0", "--swapped-clips", "2"])
+    assert plan.sampling_tag == "steps25_cfg3_eta0" and plan.swapped_clips == 2
+    assert O.parse_plan(["--out", str(tmp_path)]).sampling_tag == "steps25_cfg7.5"  # the model's own eta and rescale
+    assert plan.settings.eta == 0.0 and plan.settings.guidance_rescale is None
+
+    seen = {}
+
+    class Pipe:  # records what generate() asks of the pipeline
+        def __call__(self, image, caption, **kwargs):
+            seen.update(kwargs)
+            raise StopIteration
+
+    clip = O.training_clips(O.OverfitPlan(tmp_path, clips=1))[0]
+    with pytest.raises(StopIteration):
+        O.generate(Pipe(), clip, plan.settings)
+    assert seen["eta"] == 0.0 and seen["guidance_scale"] == 3.0 and "guidance_rescale" not in seen
+
+
+def test_a_longer_plan_continues_a_finished_run(tmp_path):
+    plan = O.OverfitPlan(tmp_path, steps=4000)
+    assert O.trained_steps(plan) == 0
+    checkpoints = tmp_path / "t2v" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for step in (250, 2000):
+        (checkpoints / f"step-{step:08d}.ckpt").write_bytes(b"")
+    (tmp_path / "t2v" / "model.safetensors").write_bytes(b"")
+    assert O.trained_steps(plan) == 2000
+    # a finished run as long as the plan is reused as it is, without loading anything
+    export = O.train_base(O.OverfitPlan(tmp_path, steps=2000), tmp_path / "init")
+    assert export == tmp_path / "t2v" / "model.safetensors"

@@ -53,6 +53,42 @@ def test_ablations_share_the_run_and_drop_one_stream_each(quick_run):
     assert streams == {"stage_iii": "context stream + VDG", "no_context": "VDG", "no_vdg_iii": "context stream"}
 
 
+def _temporal_weights(path) -> dict:
+    from dynamicrafter.checkpoint import load_model
+    from dynamicrafter.training.model_setup import parameter_groups
+
+    model = load_model(path)
+    groups = parameter_groups(model)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if groups.get(n) == "temporal"}
+
+
+def _temporal_changed(run, before: str, after: str) -> bool:
+    import torch
+
+    old, new = (_temporal_weights(run / stage / "model.safetensors") for stage in (before, after))
+    assert old and old.keys() == new.keys()
+    return any(not torch.equal(old[n], new[n]) for n in old)
+
+
+def test_centred_data_and_trained_temporal_layers(quick_run, tmp_path):
+    """--data centred trains on the 64 x 64 layout without the first-frame shortcut (and the model's defaults say
+    so); --train-temporal lets stages ii and iii change the temporal layers that the paper's recipe keeps frozen."""
+    from dynamicrafter.recipe.tiny import CENTRED_DATA, recipe_data
+
+    out = tmp_path / "centred"
+    assert main(["recipe", "tiny", "--quick", "--no-ablations", "--data", "centred", "--train-temporal",
+                 "--out", str(out)]) == 0
+    assert recipe_data(out).layout == "centred" and recipe_data(out).height == CENTRED_DATA.height == 64
+    assert json.loads((out / "recipe.json").read_text())["train_temporal"] is True
+    config = DynamiCrafterPipeline.from_checkpoint(out / "stage_iii" / "model.safetensors", device="cpu").config
+    assert (config.defaults.height, config.defaults.width, config.defaults.frame_stride_range) == (64, 64, (1, 2))
+    assert _temporal_changed(out, "stage_i", "stage_ii") and _temporal_changed(out, "stage_ii", "stage_iii")
+    # the paper's recipe (the default): stages ii and iii leave the temporal layers as the base learned them
+    assert not _temporal_changed(quick_run, "stage_i", "stage_ii")
+    assert not _temporal_changed(quick_run, "stage_ii", "stage_iii")
+    assert recipe_data(quick_run).layout == "released"
+
+
 def test_steps_scale_multiplies_the_diffusion_stages_only():
     scaled = DEFAULT_BUDGET.scaled(2.5)
     assert scaled.t2v_steps == round(2.5 * DEFAULT_BUDGET.t2v_steps)

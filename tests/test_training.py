@@ -14,7 +14,7 @@ import torch
 
 from dynamicrafter.cli import main
 from dynamicrafter.config import config_for_tests
-from dynamicrafter.errors import UserError
+from dynamicrafter.errors import ConfigError, UserError
 from dynamicrafter.testing import random_model, write_random_checkpoint
 from dynamicrafter.training import TrainConfig, build_run, expand_conv_in, get_stage, trainable_names
 from dynamicrafter.training.callbacks import AtomicCheckpointIO
@@ -113,6 +113,24 @@ def test_t2v_and_finetune_trainable_sets(tmp_path: Path) -> None:
     assert {groups[n] for n in spatial.trainable} == {"P", "spatial"}
     with pytest.raises(UserError, match="--init"):
         _module("finetune")
+
+
+@pytest.mark.parametrize("stage_name", ["ii", "iii"])
+def test_video_stages_can_train_the_temporal_layers_too(stage_name: str) -> None:
+    """--trainable full on stages ii / iii (the recipe's deviation for a base with little motion): P, spatial and
+    temporal layers learn and get gradients; the frozen towers do not."""
+    module = _module(stage_name, uncond_prob=0.0, finetune_trainable="full")
+    groups = parameter_groups(module.model)
+    assert {groups[n] for n in module.trainable} == {"P", "spatial", "temporal"}
+    assert all(n in module.trainable for n, g in groups.items() if g in ("P", "spatial", "temporal"))
+    module.train()
+    module.compute_loss(_batch(4), torch.Generator().manual_seed(1)).backward()
+    grads = {n for n, p in module.model.named_parameters() if p.grad is not None}
+    assert grads == set(module.trainable)
+    with pytest.raises(ConfigError, match="--trainable full applies to the stages"):
+        get_stage("i", "full")
+    with pytest.raises(ConfigError, match="'half' is not known"):
+        get_stage("ii", "half")
 
 
 def test_old_test_size_names_are_refused_with_the_new_spelling(tmp_path: Path, capsys: pytest.CaptureFixture

@@ -25,6 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     tiny.add_argument("--ship", help="write the full model (fp16) to this .safetensors path")
     tiny.add_argument("--steps-scale", type=finite_float, default=1.0,
                       help="multiply the diffusion stages' steps (e.g. 10 on a GPU; the defaults fit a 2-core CPU)")
+    tiny.add_argument("--data", choices=("released", "centred"), default="released",
+                      help="the generated data: 'released' (32 x 32, the shipped model's) or 'centred' (64 x 64, "
+                           "no first-frame shortcut: the motion is named by the text alone)")
+    tiny.add_argument("--train-temporal", action="store_true",
+                      help="stages ii, iii and the ablations train the temporal layers too (the paper freezes them)")
     tiny.set_defaults(func=run_tiny)
     report = sub.add_parser("report", help="evaluate the trained variants on held-out clips: table + figure")
     report.add_argument("--out", default="runs/tiny", help="the recipe's run folder")
@@ -42,11 +47,12 @@ def run_tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from dynamicrafter.recipe.config import DEFAULT_BUDGET, QUICK_BUDGET
-    from dynamicrafter.recipe.tiny import RECIPE_DATA, RecipePlan, run
+    from dynamicrafter.recipe.tiny import DATA_PRESETS, RecipePlan, run
 
-    data = replace(RECIPE_DATA, num_clips=16) if args.quick else RECIPE_DATA
+    data = DATA_PRESETS[args.data]
+    data = replace(data, num_clips=16) if args.quick else data
     budget = (QUICK_BUDGET if args.quick else DEFAULT_BUDGET).scaled(args.steps_scale)
-    plan = RecipePlan(Path(args.out), budget, not args.no_ablations, data)
+    plan = RecipePlan(Path(args.out), budget, not args.no_ablations, data, train_temporal=args.train_temporal)
     run(plan, Path(args.ship) if args.ship else None)
     return 0
 

@@ -53,7 +53,8 @@ def _model_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--text-encoder", help="separate CLIP text tower file (OpenCLIP ViT-H-14)")
     g.add_argument("--image-encoder", help="separate CLIP image tower file (OpenCLIP ViT-H-14)")
     g.add_argument("--trainable", dest="finetune_trainable", choices=["spatial", "full"],
-                   help="stage finetune: P + spatial layers (default) or P + the full U-Net")
+                   help="stages finetune, ii, iii and the iii ablations: their layers (default 'spatial': P + "
+                        "spatial) or with the temporal layers too ('full')")
     g.add_argument("--in-channels", type=int, choices=[4, 8],
                    help="U-Net input channels (4: no VDG; 8: VDG, zeros before stage iii); default: per stage")
     g.add_argument("--interp", action=argparse.BooleanOptionalAction, default=None,

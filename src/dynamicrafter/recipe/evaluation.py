@@ -14,7 +14,7 @@ from dynamicrafter.errors import UserError
 from dynamicrafter.media import atomic_path
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.recipe import report as R
-from dynamicrafter.recipe.tiny import RECIPE_DATA, variant_config
+from dynamicrafter.recipe.tiny import recipe_data, variant_config
 
 # report name -> the recipe's run folder; "full" and the two ablations had the same optimisation steps. The base
 # text-to-video model sees no image (its PIC and first-frame figures only show that): its motion accuracy is the
@@ -38,11 +38,12 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
         raise UserError(f"no trained model in '{run}': run `dynamicrafter recipe tiny --out {run}` first")
     settings = R.EvalSettings(clips_per_motion=clips_per_motion, steps=steps)
     output.mkdir(parents=True, exist_ok=True)
-    clips = R.held_out_clips(RECIPE_DATA, clips_per_motion)
+    data = recipe_data(run)  # the data the run was trained on
+    clips = R.held_out_clips(data, clips_per_motion)
     gt = R.ground_truth_accuracy(clips)
 
     results, sheets, variant_notes = [], [], []
-    examples = [clips[i * clips_per_motion] for i in range(len(RECIPE_DATA.motions))]  # one clip per motion
+    examples = [clips[i * clips_per_motion] for i in range(len(data.motions))]  # one clip per motion
     for name, path in models.items():
         if not path.is_file():
             continue
@@ -65,7 +66,7 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
         f"{name.split('.transformer_blocks')[0]} {value:.2f}" for name, value in lambdas.items()))
     notes = "\n".join(["Variants:", *variant_notes, "", lambda_line,
                        *(["", f"Not evaluated (missing): {', '.join(missing)}"] if missing else [])])
-    markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(RECIPE_DATA.motions), notes)
+    markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(data.motions), notes)
     markdown += "\n![sample frames](figure.png)\n\nFigure: frames 0, 5, 10, 15 of each video.\n"
     with atomic_path(output / "REPORT.md") as tmp:
         tmp.write_text(markdown)

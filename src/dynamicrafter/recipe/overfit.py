@@ -48,7 +48,10 @@ class OverfitPlan:
     lr: float = 1e-3  # the recipe's t2v learning rate
     sample_steps: int = 25
     guidance_scale: float = 7.5
+    eta: float | None = None  # DDIM eta (None: the model's default, 1.0)
+    guidance_rescale: float | None = None  # CFG rescale (None: the model's default, 0.7)
     init: Path | None = None  # the model whose autoencoder and text tower are reused (default: the shipped one)
+    swapped_clips: int = 0  # training clips given every motion's caption (the swapped-caption test; 0: skipped)
     control_clips: int = 9  # clips sampled from the untrained U-Net (its noise videos are slow to track: the tracker
     # searches the whole frame for an object it cannot find)
 
@@ -58,8 +61,15 @@ class OverfitPlan:
 
     @property
     def sampling_tag(self) -> str:
-        """Names the video cache and the report of one sampling setting."""
-        return f"steps{self.sample_steps}_cfg{self.guidance_scale:g}"
+        """Names the video cache of one sampling setting (and, with the training steps, its report)."""
+        tag = f"steps{self.sample_steps}_cfg{self.guidance_scale:g}"
+        tag += "" if self.eta is None else f"_eta{self.eta:g}"
+        return tag + ("" if self.guidance_rescale is None else f"_rescale{self.guidance_rescale:g}")
+
+    @property
+    def settings(self) -> EvalSettings:
+        return EvalSettings(steps=self.sample_steps, guidance_scale=self.guidance_scale, eta=self.eta,
+                            guidance_rescale=self.guidance_rescale)
 
 
 def base_model(plan: OverfitPlan) -> DynamiCrafter:
@@ -96,16 +106,23 @@ def train_base(plan: OverfitPlan, init: Path) -> Path:
 
     run_dir = plan.out / "t2v"
     export = run_dir / "model.safetensors"
-    if export.is_file():
+    if export.is_file() and trained_steps(plan) >= plan.steps:
         return export
-    checkpoints = run_dir / "checkpoints"
-    resume = "latest" if checkpoints.is_dir() and any(checkpoints.iterdir()) else None
+    resume = "latest" if trained_steps(plan) > 0 else None  # an interrupted run, or a longer one than the last
     train(TrainConfig(stage="t2v", data=f"latents:{plan.out / 'latents'}", init=str(init), run_dir=str(run_dir),
                       resume=resume, batch_size=plan.batch, num_workers=0, lr=plan.lr, warmup_steps=100,
                       max_steps=plan.steps, accumulate_grad_batches=1, gradient_clip_val=1.0, seed=SEED,
                       checkpoint_every=250, keep_checkpoints=1, sample_every=0, log_every=25, uncond_prob=0.05,
                       ema_decay=0.99), logger="csv")
     return export
+
+
+def trained_steps(plan: OverfitPlan) -> int:
+    """Optimizer steps of the newest training checkpoint (0 before the first)."""
+    from dynamicrafter.training.callbacks import list_checkpoints
+
+    found = list_checkpoints(plan.out / "t2v" / "checkpoints")
+    return found[-1][0] if found else 0
 
 
 def training_clips(plan: OverfitPlan) -> list[syn.SyntheticClip]:
@@ -159,18 +176,27 @@ def evaluate(plan: OverfitPlan, model: Path, init: Path) -> dict[str, dict]:
     from dynamicrafter.recipe.validate_tracker import autoencode
 
     clips, data = training_clips(plan), plan.data
-    settings = EvalSettings(steps=plan.sample_steps, guidance_scale=plan.guidance_scale)
+    settings = plan.settings
     pipe = _pipe(init)
     ceiling = autoencode(pipe, [c.frames for c in clips])
     control = clips[: plan.control_clips]
-    videos = plan.out / "videos" / plan.sampling_tag  # one cache per sampling setting
-    return {
-        "autoencoder reconstructions (ceiling)": summary(score(clips, ceiling, data), data.motions),
-        "untrained base (control)": summary(score(control, sample_videos(init, control, settings, videos / "untrained"),
-                                                  data), data.motions),
-        "trained base": summary(score(clips, sample_videos(model, clips, settings, videos / "trained"), data),
-                                data.motions),
-    }
+    videos = plan.out / "videos" / plan.sampling_tag  # one cache per sampling setting (and training length)
+    results = {"autoencoder reconstructions (ceiling)": summary(score(clips, ceiling, data), data.motions)}
+    if control:  # --control-clips 0 skips it (its noise videos are the slowest to track)
+        untrained = sample_videos(init, control, settings, videos / "untrained")
+        results["untrained base (control)"] = summary(score(control, untrained, data), data.motions)
+    trained = sample_videos(model, clips, settings, videos / f"trained{trained_steps(plan)}")
+    results["trained base"] = summary(score(clips, trained, data), data.motions)
+    return results
+
+
+def swapped_test(plan: OverfitPlan, model: Path):
+    """The first ``plan.swapped_clips`` training captions with every motion's phrase: does the base follow the text?"""
+    from dynamicrafter.recipe.rescore import swapped_caption_test
+
+    clips = training_clips(plan)[: plan.swapped_clips]
+    cache = plan.out / "videos" / plan.sampling_tag / f"swapped{trained_steps(plan)}"
+    return swapped_caption_test(_pipe(model), clips, plan.data, plan.settings, cache)
 
 
 def _pipe(path: Path):
@@ -181,13 +207,18 @@ def _pipe(path: Path):
     return pipe
 
 
-def markdown(plan: OverfitPlan, results: dict[str, dict], timings: dict[str, float]) -> str:
+def markdown(plan: OverfitPlan, results: dict[str, dict], swapped, timings: dict[str, float]) -> str:
+    from dynamicrafter.recipe.rescore import confusion_markdown
+
     motions = plan.data.motions
     counts = Counter(c.scene.motion for c in training_clips(plan))
+    extra = "".join(f", {k.replace('_', ' ')} {v:g}" for k, v in (("eta", plan.eta),
+                                                                   ("guidance_rescale", plan.guidance_rescale))
+                    if v is not None)
     lines = ["# Overfit test of the base text-to-video model (centred 64 x 64 data)", "",
              f"{plan.clips} training clips (per motion: {', '.join(f'{m} {counts[m]}' for m in motions)}), "
-             f"{plan.steps} steps at batch {plan.batch}, lr {plan.lr}; every training caption sampled once "
-             f"({plan.sample_steps} steps, CFG {plan.guidance_scale}, the clip's frame stride) and read by the "
+             f"{trained_steps(plan)} steps at batch {plan.batch}, lr {plan.lr}; every training caption sampled once "
+             f"({plan.sample_steps} steps, CFG {plan.guidance_scale}{extra}, the clip's frame stride) and read by the "
              f"tracker (the untrained control: the first {min(plan.control_clips, plan.clips)}). Share of videos "
              "showing the caption's motion:", "",
              "| videos | n | accuracy | " + " | ".join(motions) + " | median first-frame IoU | labels |",
@@ -196,24 +227,37 @@ def markdown(plan: OverfitPlan, results: dict[str, dict], timings: dict[str, flo
         per = " | ".join(f"{s['per_motion'][m]:.2f}" for m in motions)
         labels = ", ".join(f"{k} {v}" for k, v in sorted(s["labels"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {name} | {s['n']} | **{s['accuracy']:.2f}** | {per} | {s['first_iou']:.2f} | {labels} |")
+    if swapped is not None:
+        lines += ["", f"Swapped-caption test: the first {plan.swapped_clips} training captions, each with every "
+                  "motion's phrase (same seed):", ""] + confusion_markdown(swapped)
     lines += ["", "Wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_plan(argv: list[str] | None) -> OverfitPlan:
     parser = argparse.ArgumentParser(prog="python -m dynamicrafter.recipe.overfit", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
     parser.add_argument("--clips", type=int, default=OverfitPlan.clips)
-    parser.add_argument("--steps", type=int, default=OverfitPlan.steps)
+    parser.add_argument("--steps", type=int, default=OverfitPlan.steps,
+                        help="training steps (more than a finished run's: the run is continued from its checkpoint)")
     parser.add_argument("--batch", type=int, default=OverfitPlan.batch)
     parser.add_argument("--sample-steps", type=int, default=OverfitPlan.sample_steps)
     parser.add_argument("--guidance-scale", type=float, default=OverfitPlan.guidance_scale)
+    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0)")
+    parser.add_argument("--guidance-rescale", type=float, default=None, help="CFG rescale (default: the model's)")
+    parser.add_argument("--swapped-clips", type=int, default=OverfitPlan.swapped_clips,
+                        help="training captions given every motion's phrase (the swapped-caption test; 0: skipped)")
     parser.add_argument("--control-clips", type=int, default=OverfitPlan.control_clips,
                         help="training captions sampled from the untrained U-Net (the control)")
     parser.add_argument("--init", type=Path, default=None, help="autoencoder + text tower source (default: shipped)")
-    args = parser.parse_args(argv)
-    plan = OverfitPlan(args.out, args.clips, args.steps, args.batch, sample_steps=args.sample_steps,
-                       guidance_scale=args.guidance_scale, init=args.init, control_clips=args.control_clips)
+    a = parser.parse_args(argv)
+    return OverfitPlan(a.out, a.clips, a.steps, a.batch, sample_steps=a.sample_steps, guidance_scale=a.guidance_scale,
+                       eta=a.eta, guidance_rescale=a.guidance_rescale, init=a.init, swapped_clips=a.swapped_clips,
+                       control_clips=a.control_clips)
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_plan(argv)
     torch.set_flush_denormal(True)
     t0 = time.perf_counter()
     init = prepare(plan)
@@ -221,14 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     model = train_base(plan, init)
     t2 = time.perf_counter()
     results = evaluate(plan, model, init)
+    swapped = swapped_test(plan, model) if plan.swapped_clips else None
     timings = {"prepare": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2}
-    text = markdown(plan, results, timings)
+    text = markdown(plan, results, swapped, timings)
     print(text)
-    with atomic_path(plan.out / f"OVERFIT_{plan.sampling_tag}.md") as tmp:
+    tag = f"t2v{trained_steps(plan)}_{plan.sampling_tag}"
+    with atomic_path(plan.out / f"OVERFIT_{tag}.md") as tmp:
         tmp.write_text(text)
-    with atomic_path(plan.out / f"overfit_{plan.sampling_tag}.json") as tmp:
-        tmp.write_text(json.dumps({"plan": {k: str(v) for k, v in asdict(plan).items()}, "results": results,
-                                   "timings": timings}, indent=1))
+    record = {"plan": {k: str(v) for k, v in asdict(plan).items()}, "trained_steps": trained_steps(plan),
+              "results": results, "timings": timings}
+    if swapped is not None:
+        record["swapped"] = {"accuracy": swapped.accuracy, "motions": list(swapped.motions),
+                             "table": swapped.table.tolist(), "other": swapped.other.tolist(),
+                             "undetermined": swapped.undetermined}
+    with atomic_path(plan.out / f"overfit_{tag}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     return 0
 
 

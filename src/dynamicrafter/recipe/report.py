@@ -41,6 +41,8 @@ class EvalSettings:
     steps: int = 25
     guidance_scale: float = 7.5
     seed: int = 1234
+    eta: float | None = None  # DDIM eta; None: the model's default
+    guidance_rescale: float | None = None  # CFG rescale; None: the model's default
     lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     strides: tuple[int, ...] = (1, 2, 3)
     sweep_clips_per_motion: int = 3
@@ -125,6 +127,9 @@ def generate(pipe: DynamiCrafterPipeline, clip: syn.SyntheticClip, settings: Eva
     image = Image.fromarray(clip.frames[0])
     generator = torch.Generator().manual_seed(settings.seed + clip.scene.clip_id)
     kwargs.setdefault("frame_stride", clip.scene.frame_stride)  # the held-out clip's own stride
+    for name in ("eta", "guidance_rescale"):
+        if getattr(settings, name) is not None:
+            kwargs.setdefault(name, getattr(settings, name))
     out = pipe(image, clip.scene.caption, num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
                generator=generator, output_type="np", **kwargs)
     return (out.frames[0] * 255).astype(np.uint8)  # (t, h, w, 3)

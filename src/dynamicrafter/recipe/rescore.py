@@ -35,7 +35,7 @@ from dynamicrafter.media import atomic_path
 from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.motion_eval import classify_motion
 from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
-from dynamicrafter.recipe.tiny import RECIPE_DATA
+from dynamicrafter.recipe.tiny import DATA_PRESETS
 from dynamicrafter.recipe.validate_tracker import autoencode
 
 
@@ -257,19 +257,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confusion-only", action="store_true",
                         help="only the swapped-caption test's confusion table and accuracy (tracker only, no flow "
                              "classifier or conformity; writes SWAPPED.md and swapped.json to --out)")
+    parser.add_argument("--layout", choices=tuple(DATA_PRESETS), default="released",
+                        help="the data the model was trained on (its held-out clips are the first frames)")
+    parser.add_argument("--guidance-scale", type=float, default=EvalSettings.guidance_scale)
+    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's)")
     args = parser.parse_args(argv)
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
     torch.set_flush_denormal(True)
     pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    clips = held_out_clips(RECIPE_DATA, args.per_motion)
+    data = DATA_PRESETS[args.layout]
+    settings = EvalSettings(guidance_scale=args.guidance_scale, eta=args.eta)
+    clips = held_out_clips(data, args.per_motion)
     if args.confusion_only:
-        return _confusion_only(args, pipe, clips)
-    videos = generate_videos(pipe, clips, EvalSettings(), args.cache)
-    records = score_videos(clips, videos, RECIPE_DATA)
-    ceiling = [T.conformity(v, c.scene, RECIPE_DATA) for c, v in zip(clips, autoencode(pipe, [c.frames
-                                                                                              for c in clips]))]
+        return _confusion_only(args, pipe, clips, data, settings)
+    videos = generate_videos(pipe, clips, settings, args.cache)
+    records = score_videos(clips, videos, data)
+    ceiling = [T.conformity(v, c.scene, data) for c, v in zip(clips, autoencode(pipe, [c.frames for c in clips]))]
     old_path = Path("reports/tiny/results.json")
     old = {v["name"]: v["accuracy"] for v in json.loads(old_path.read_text())["variants"]} if old_path.is_file() \
         else None
@@ -290,8 +295,9 @@ def _write_report(out: Path, md_name: str, text: str, json_name: str, payload: d
         tmp.write_text(json.dumps(payload, indent=1))
 
 
-def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticClip]) -> int:
-    result = swapped_caption_test(pipe, clips, RECIPE_DATA, EvalSettings(), args.cache)
+def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticClip], data: syn.SyntheticConfig,
+                    settings: EvalSettings) -> int:
+    result = swapped_caption_test(pipe, clips, data, settings, args.cache)
     text = "\n".join([f"# {args.name}: the swapped-caption test", "",
                       f"{len(clips)} held-out first frames (the report's clips and sampling settings), each animated "
                       f"with the {len(result.motions)} motion prompts; the tracker reads which motion each video "

@@ -62,6 +62,29 @@ class RecipePlan:
     budget: RecipeBudget
     ablations: bool = True
     data: SyntheticConfig = field(default_factory=lambda: RECIPE_DATA)
+    # Stages ii, iii and the ablations train the temporal layers too (the paper freezes them): for a base model
+    # that learned little motion (issue 17; the deviation is measured in the report).
+    train_temporal: bool = False
+
+    @property
+    def trainable(self) -> str:
+        """The training module's --trainable of the stages the paper trains with frozen temporal layers."""
+        return "full" if self.train_temporal else "spatial"
+
+
+def model_config_for(data: SyntheticConfig) -> ModelConfig:
+    """The small model at the data's frame size and frame strides (the pipeline's defaults); TINY for RECIPE_DATA."""
+    low, high = min(data.frame_strides), max(data.frame_strides)
+    defaults = replace(TINY.defaults, height=data.height, width=data.width, frame_stride_range=(low, high),
+                       frame_stride=min(max(TINY.defaults.frame_stride, low), high))
+    return replace(TINY, defaults=defaults)
+
+
+def recipe_data(out: Path) -> SyntheticConfig:
+    """The data set a recipe run in ``out`` was trained on (its recipe.json; RECIPE_DATA for older runs)."""
+    path = out / "recipe.json"
+    data = json.loads(path.read_text()).get("data") if path.is_file() else None
+    return SyntheticConfig(**data) if data else RECIPE_DATA
 
 
 def _timings(out: Path) -> dict[str, float]:
@@ -87,12 +110,12 @@ def _stage(out: Path, name: str, done: Path, fn: Callable[[], None]) -> None:
     _record(out, name, time.perf_counter() - t0)
 
 
-def _pretrained_model(out: Path) -> DynamiCrafter:
+def _pretrained_model(out: Path, data: SyntheticConfig) -> DynamiCrafter:
     """The base model: trained autoencoder and CLIP towers, fresh U-Net and P, the measured latent scale."""
     vae_state = torch.load(out / "autoencoder" / "weights.pt", map_location="cpu", weights_only=True)
     clip_state = torch.load(out / "clip" / "weights.pt", map_location="cpu", weights_only=True)
     scale = json.loads((out / "autoencoder" / "result.json").read_text())["scale_factor"]
-    config = base_t2v_config(replace(TINY, vae=replace(TINY.vae, scale_factor=scale)))
+    config = base_t2v_config(replace(model_config_for(data), vae=replace(TINY.vae, scale_factor=scale)))
     config = replace(config, unet=replace(config.unet, image_cross_attention=False))
     torch.manual_seed(SEED)
     model = DynamiCrafter(config)
@@ -134,14 +157,14 @@ def run_pretraining(plan: RecipePlan) -> None:
     _stage(out, "clip", out / "clip" / "result.json", clip)
 
     def latents() -> None:
-        model = _pretrained_model(out)
+        model = _pretrained_model(out, plan.data)
         encode_latent_cache(model.vae, plan.data, "train", out / "latents")
         (out / "latents" / "DONE").write_text("ok\n")
 
     _stage(out, "latents", out / "latents" / "DONE", latents)
 
     def base_init() -> None:
-        save_checkpoint(_pretrained_model(out), out / "base_init.safetensors")
+        save_checkpoint(_pretrained_model(out, plan.data), out / "base_init.safetensors")
 
     _stage(out, "base_init", out / "base_init.safetensors", base_init)
 
@@ -180,10 +203,11 @@ def run_diffusion_stages(plan: RecipePlan) -> dict[str, Path]:
     base = plan.out / "base_init.safetensors"
     t2v = _train_stage(plan, "t2v", "t2v", base, b.t2v_steps, lr=b.t2v_lr)
     s1 = _train_stage(plan, "stage_i", "i", t2v, b.stage1_steps)
-    s2 = _train_stage(plan, "stage_ii", "ii", s1, b.stage2_steps)
+    s2 = _train_stage(plan, "stage_ii", "ii", s1, b.stage2_steps, finetune_trainable=plan.trainable)
     # The conditioning image is the first frame (the paper's stage iii draws a random frame): the small model is used
     # and measured as "animate from this first frame", so it learns that frame's place in time (model card).
-    s3 = _train_stage(plan, "stage_iii", "iii", s2, b.stage3_steps, rand_cond_frame=False)
+    s3 = _train_stage(plan, "stage_iii", "iii", s2, b.stage3_steps, rand_cond_frame=False,
+                      finetune_trainable=plan.trainable)
     # The shipped model continues stage iii with half of the samples in interpolation mode (first + last frame in
     # VDG, zeros between), so that one small model animates, interpolates and loops (the released code has a
     # separate interpolation checkpoint). This project stage fine-tunes the whole U-Net, temporal layers included:
@@ -199,10 +223,11 @@ def run_ablations(plan: RecipePlan, models: dict[str, Path]) -> dict[str, Path]:
     b = plan.budget
     # same optimisation steps as the full model's stages i + ii + iii
     no_context = _train_stage(plan, "no_context", "iii-no-context", models["t2v"],
-                              b.stage1_steps + b.stage2_steps + b.stage3_steps, rand_cond_frame=False)
+                              b.stage1_steps + b.stage2_steps + b.stage3_steps, rand_cond_frame=False,
+                              finetune_trainable=plan.trainable)
     # stages i and ii feed no VDG: the no-VDG model shares them with the full model and differs from stage iii on
     no_vdg = _train_stage(plan, "no_vdg_iii", "iii-no-vdg", models["stage_ii"], b.stage3_steps,
-                          rand_cond_frame=False)
+                          rand_cond_frame=False, finetune_trainable=plan.trainable)
     return {**models, "no_context": no_context, "no_vdg": no_vdg}
 
 
@@ -216,8 +241,9 @@ def ship(model_path: Path, destination: Path) -> Path:
 def run(plan: RecipePlan, ship_to: Path | None = None) -> dict[str, Path]:
     plan.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(plan.out / "recipe.json") as tmp:
-        tmp.write_text(json.dumps({"data": asdict(RECIPE_DATA), "budget": asdict(plan.budget),
-                                   "model": TINY.to_dict()}, indent=2, default=str))
+        tmp.write_text(json.dumps({"data": asdict(plan.data), "budget": asdict(plan.budget),
+                                   "train_temporal": plan.train_temporal,
+                                   "model": model_config_for(plan.data).to_dict()}, indent=2, default=str))
     torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU training several times
     run_pretraining(plan)
     models = run_diffusion_stages(plan)

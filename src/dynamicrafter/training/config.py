@@ -104,17 +104,26 @@ STAGES: dict[str, StageConfig] = {s.name: s for s in (STAGE_I, STAGE_II, STAGE_I
 # the stages that fine-tune a video model (with --lora only the adapters learn)
 LORA_STAGES = ("ii", "iii", "finetune")
 FINETUNE_TRAINABLE = {"spatial": ("image_proj", "spatial"), "full": ("image_proj", "spatial", "temporal")}
+# The video stages that freeze the temporal layers in the paper; with --trainable full they train them too (a
+# deviation for a base model that learned little motion, see the recipe's model card).
+TEMPORAL_CHOICE_STAGES = ("ii", "iii", "iii-no-context", "iii-no-vdg", "finetune")
 
 
 def get_stage(name: str, finetune_trainable: str = "spatial") -> StageConfig:
     if name not in STAGES:
         raise ConfigError(f"unknown training stage '{name}': use one of {', '.join(STAGES)}")
+    if finetune_trainable not in FINETUNE_TRAINABLE:
+        raise ConfigError(f"--trainable '{finetune_trainable}' is not known: use 'spatial' or 'full'")
     stage = STAGES[name]
     if name == "finetune":
-        if finetune_trainable not in FINETUNE_TRAINABLE:
-            raise ConfigError(f"--trainable '{finetune_trainable}' is not known: use 'spatial' or 'full'")
-        stage = replace(stage, trainable=FINETUNE_TRAINABLE[finetune_trainable],
-                        summary=f"fine-tuning a released checkpoint ({finetune_trainable} U-Net + P trainable)")
+        return replace(stage, trainable=FINETUNE_TRAINABLE[finetune_trainable],
+                       summary=f"fine-tuning a released checkpoint ({finetune_trainable} U-Net + P trainable)")
+    if finetune_trainable == "full":
+        if name not in TEMPORAL_CHOICE_STAGES:
+            raise ConfigError(f"--trainable full applies to the stages {', '.join(TEMPORAL_CHOICE_STAGES)}, not "
+                              f"'{name}' (its trainable layers are fixed: {', '.join(stage.trainable)})")
+        stage = replace(stage, trainable=(*stage.trainable, "temporal"),
+                        summary=f"{stage.summary}; temporal layers trainable too (--trainable full)")
     return stage
 
 
@@ -151,7 +160,7 @@ class TrainConfig:
     image_encoder: str | None = None
     run_dir: str = "runs/train"
     resume: str | None = None  # "latest" (newest checkpoint in run_dir/checkpoints) or a checkpoint path
-    finetune_trainable: str = "spatial"  # stage finetune: "spatial" (P + spatial) or "full" (P + the whole U-Net)
+    finetune_trainable: str = "spatial"  # "full": the temporal layers learn too (stages finetune, ii, iii, ablations)
     in_channels: int | None = None  # U-Net input: 4 (no VDG) or 8; None: 4 for a new model of stages i / ii / t2v,
     #                                 the config's for iii / finetune, the checkpoint's with --init (iii expands to 8)
     interp: bool | None = None  # interpolation / looping VDG (first + last frame); None: the model config's
