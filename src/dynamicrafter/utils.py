@@ -96,3 +96,25 @@ def peak_rss_bytes() -> int:
         kib = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
         return int(kib) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def process_map(fn, items: list, workers: int | None = None, desc: str = "", unit: str = "item") -> list:
+    """``[fn(*item) for item in items]`` in ``workers`` forked processes (default: one per CPU core), in order, with a
+    progress bar. For single-threaded NumPy work such as the motion tracker; ``fn`` must be a module-level function.
+    One worker (or one item) runs in this process."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    workers = min(workers or os.cpu_count() or 1, len(items))
+    if workers <= 1:
+        return [fn(*item) for item in tqdm(items, desc=desc, unit=unit)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        return list(tqdm(pool.map(_star, [(fn, item) for item in items]), total=len(items), desc=desc, unit=unit))
+
+
+def _star(job: tuple) -> object:
+    fn, item = job
+    return fn(*item)

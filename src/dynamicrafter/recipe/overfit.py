@@ -36,6 +36,7 @@ from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.config import base_t2v_config
 from dynamicrafter.recipe.report import EvalSettings, generate
 from dynamicrafter.recipe.tiny import CENTRED_DATA, SEED
+from dynamicrafter.utils import process_map
 from dynamicrafter.weights import default_checkpoint
 
 
@@ -147,16 +148,18 @@ def sample_videos(model_path: Path, clips: list[syn.SyntheticClip], settings: Ev
 
 
 def score(clips: list[syn.SyntheticClip], videos: list[np.ndarray], data: syn.SyntheticConfig) -> list[dict]:
-    """The tracker's reading of every video against its caption's motion, with the first frame's conformity."""
-    rows = []
-    for clip, video in zip(clips, videos):
-        track = T.track_object(video, T.Appearance.from_scene(clip.scene, data))
-        reading = T.read_motion(track)
-        conf = T.conformity(video, clip.scene, data, track)
-        rows.append({"clip_id": clip.scene.clip_id, "motion": clip.scene.motion, "label": reading.label,
-                     "verdict": reading.verdict(clip.scene.motion), "first_iou": conf.first_iou,
-                     "first_colour_error": conf.first_colour_error})
-    return rows
+    """The tracker's reading of every video against its caption's motion, with the first frame's conformity (one
+    process per CPU core)."""
+    return process_map(_score_one, [(c.scene, v, data) for c, v in zip(clips, videos)], desc="tracking", unit="video")
+
+
+def _score_one(scene: syn.Scene, video: np.ndarray, data: syn.SyntheticConfig) -> dict:
+    track = T.track_object(video, T.Appearance.from_scene(scene, data))
+    reading = T.read_motion(track)
+    conf = T.conformity(video, scene, data, track)
+    return {"clip_id": scene.clip_id, "motion": scene.motion, "label": reading.label,
+            "verdict": reading.verdict(scene.motion), "first_iou": conf.first_iou,
+            "first_colour_error": conf.first_colour_error}
 
 
 def summary(rows: list[dict], motions: tuple[str, ...]) -> dict:

@@ -37,6 +37,7 @@ from dynamicrafter.recipe.motion_eval import classify_motion
 from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
 from dynamicrafter.recipe.tiny import DATA_PRESETS
 from dynamicrafter.recipe.validate_tracker import autoencode
+from dynamicrafter.utils import process_map
 
 
 def swap_caption(caption: str, motion: str, new_motion: str) -> str:
@@ -96,20 +97,22 @@ class VideoRecord:
 def score_videos(clips: list[syn.SyntheticClip], videos: dict[int, np.ndarray], data: syn.SyntheticConfig,
                  motions: tuple[str, ...] = syn.MOTIONS, full: bool = True) -> list[VideoRecord]:
     """A record per video (clip x prompt motion): the tracker's label and verdict, and with ``full`` the old flow
-    classifier's label and the conformity figures (else ``""`` and NaN: the tracker alone is much faster)."""
-    records = []
+    classifier's label and the conformity figures (else ``""`` and NaN: the tracker alone is much faster). Videos are
+    scored in parallel, one process per CPU core."""
+    jobs = [(clip.scene, motion, video, data, full) for clip in clips
+            for motion, video in zip(motions, videos[clip.scene.clip_id])]
+    return process_map(_score_video, jobs, desc="scoring", unit="video")
+
+
+def _score_video(scene: syn.Scene, motion: str, video: np.ndarray, data: syn.SyntheticConfig, full: bool
+                 ) -> VideoRecord:
+    """One video generated from ``scene``'s first frame with ``motion``'s prompt, read by the tracker."""
+    track = T.track_object(video, T.Appearance.from_scene(scene, data))
+    reading = T.read_motion(track)
     nan = {k: math.nan for k in ("first_colour_error", "first_iou", "clip_colour_error", "background_flicker")}
-    for clip in tqdm(clips, desc="scoring", unit="clip"):
-        scene = clip.scene
-        appearance = T.Appearance.from_scene(scene, data)
-        for motion, video in zip(motions, videos[scene.clip_id]):
-            track = T.track_object(video, appearance)
-            reading = T.read_motion(track)
-            conf = asdict(T.conformity(video, scene, data, track)) if full else nan
-            records.append(VideoRecord(scene.clip_id, scene.motion, motion, scene.main.shape, reading.label,
-                                       reading.verdict(motion), classify_motion(video) if full else "",
-                                       reading.rotation_observable, **conf))
-    return records
+    conf = asdict(T.conformity(video, scene, data, track)) if full else nan
+    return VideoRecord(scene.clip_id, scene.motion, motion, scene.main.shape, reading.label, reading.verdict(motion),
+                       classify_motion(video) if full else "", reading.rotation_observable, **conf)
 
 
 @dataclass
