@@ -84,3 +84,26 @@ def test_a_longer_plan_continues_a_finished_run(tmp_path):
     # a finished run as long as the plan is reused as it is, without loading anything
     export = O.train_base(O.OverfitPlan(tmp_path, steps=2000), tmp_path / "init")
     assert export == tmp_path / "t2v" / "model.safetensors"
+
+
+def test_figure_shows_each_motion_s_clip_above_its_sample(tmp_path):
+    from PIL import Image
+
+    plan = O.OverfitPlan(tmp_path, clips=18)
+    (tmp_path / "t2v" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "t2v" / "checkpoints" / "step-00000100.ckpt").write_bytes(b"")
+    cache = tmp_path / "videos" / plan.sampling_tag / "trained100"
+    cache.mkdir(parents=True)
+    clips = O.training_clips(plan)
+    for clip in clips:  # stand-in samples: the clips played backwards
+        np.save(cache / f"{clip.scene.clip_id:08d}.npy", clip.frames[::-1])
+    motions = {c.scene.motion for c in clips}
+    image = np.asarray(Image.open(O.write_figure(plan, tmp_path / "figure.png")).convert("RGB"))
+    size, label = plan.data.height, 14
+    assert image.shape == (2 * len(motions) * (size + label), 6 * size, 3)  # frames 0, 3, ..., 15
+    first = clips[0]
+    row = 2 * list(dict.fromkeys(c.scene.motion for c in clips)).index(first.scene.motion)
+    y = row * (size + label) + label
+    assert np.array_equal(image[y:y + size, :size], first.frames[0])  # the clip's first frame
+    y += size + label
+    assert np.array_equal(image[y:y + size, :size], first.frames[-1])  # its (reversed) sample's first frame

@@ -202,6 +202,22 @@ def swapped_test(plan: OverfitPlan, model: Path):
     return swapped_caption_test(_pipe(model), clips, plan.data, plan.settings, cache)
 
 
+def write_figure(plan: OverfitPlan, path: Path) -> Path:
+    """Frames 0, 3, ..., 15 of the first training clip of each motion (one row) above the trained base's sample of
+    its caption (read from the video cache: run the evaluation first)."""
+    from dynamicrafter.recipe.report import contact_sheet
+
+    cache = plan.out / "videos" / plan.sampling_tag / f"trained{trained_steps(plan)}"
+    first = {}
+    for clip in training_clips(plan):
+        first.setdefault(clip.scene.motion, clip)
+    rows = []
+    for motion, clip in first.items():
+        rows += [(f"clip: {clip.scene.caption}", clip.frames),
+                 (f"base: {motion}", np.load(cache / f"{clip.scene.clip_id:08d}.npy"))]
+    return contact_sheet(rows, path, frames_shown=tuple(range(0, plan.data.frames, 3)), scale=1)
+
+
 def _pipe(path: Path):
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
@@ -275,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"t2v{trained_steps(plan)}_{plan.sampling_tag}"
     with atomic_path(plan.out / f"OVERFIT_{tag}.md") as tmp:
         tmp.write_text(text)
+    write_figure(plan, plan.out / f"frames_{tag}.png")
     record = {"plan": {k: str(v) for k, v in asdict(plan).items()}, "trained_steps": trained_steps(plan),
               "results": results, "timings": timings}
     if swapped is not None:
