@@ -37,10 +37,33 @@ def test_a_finished_run_is_skipped(quick_run, capsys):
 
 
 def test_report_runs_on_the_quick_models(quick_run, tmp_path):
-    assert main(["recipe", "report", "--quick", "--out", str(quick_run), "-o", str(tmp_path / "report")]) == 0
+    # --no-tracker: the quick models' noise videos are the tracker's slowest case (its path is tested below)
+    assert main(["recipe", "report", "--quick", "--no-tracker", "--out", str(quick_run), "-o",
+                 str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "REPORT.md").read_text()
-    assert "| full |" in text and "motion accuracy" in text
+    assert "| full |" in text and "motion accuracy (flow)" in text and "(tracker) |" not in text.split("Lambda")[0]
     assert (tmp_path / "report" / "figure.png").stat().st_size > 0
+
+
+def test_report_reads_motion_with_the_tracker(monkeypatch):
+    """evaluate_variant with the data set: the tracker reads the real held-out clips as their motion and rejects the
+    same clips played backwards; the report prints its column and per-motion table."""
+    from dynamicrafter.recipe import report as R
+    from dynamicrafter.recipe.tiny import RECIPE_DATA
+
+    pipe = DynamiCrafterPipeline.from_checkpoint(device="cpu")  # the shipped model embeds the frames for PIC*
+    clips = R.held_out_clips(RECIPE_DATA, 1)
+    settings = R.EvalSettings(clips_per_motion=1)
+    monkeypatch.setattr(R, "generate", lambda pipe, clip, settings, **kw: clip.frames)  # "generated" = the real clip
+    real = R.evaluate_variant("real clips", pipe, clips, settings, data=RECIPE_DATA)
+    monkeypatch.setattr(R, "generate", lambda pipe, clip, settings, **kw: clip.frames[::-1].copy())
+    backwards = R.evaluate_variant("backwards", pipe, clips, settings, data=RECIPE_DATA)
+    assert real.tracked and real.tracker_accuracy >= 8 / 9, [(s.motion, s.tracked) for s in real.scores]
+    assert backwards.tracker_accuracy <= 1 / 9, [(s.motion, s.tracked) for s in backwards.scores]  # only "still"
+    assert not R.evaluate_variant("flow only", pipe, clips[:1], settings).tracked
+    text = R.markdown_report([real, backwards], 1.0, [], [], settings, len(RECIPE_DATA.motions))
+    assert f"| real clips | {real.accuracy:.3f} | {real.tracker_accuracy:.3f} |" in text
+    assert "Per-motion accuracy (tracker):" in text
 
 
 def test_ablations_share_the_run_and_drop_one_stream_each(quick_run):
@@ -87,6 +110,15 @@ def test_centred_data_and_trained_temporal_layers(quick_run, tmp_path):
     assert not _temporal_changed(quick_run, "stage_i", "stage_ii")
     assert not _temporal_changed(quick_run, "stage_ii", "stage_iii")
     assert recipe_data(quick_run).layout == "released"
+
+
+def test_a_run_folder_is_not_resumed_with_other_data_or_layers(quick_run, capsys):
+    before = (quick_run / "recipe.json").read_text()
+    for flags in (["--data", "centred"], ["--train-temporal"]):
+        assert main(["recipe", "tiny", "--quick", "--no-ablations", "--out", str(quick_run), *flags]) == 2
+        err = capsys.readouterr().err
+        assert "holds a recipe run on other settings" in err and "choose another --out" in err
+    assert (quick_run / "recipe.json").read_text() == before  # nothing written
 
 
 def test_steps_scale_multiplies_the_diffusion_stages_only():

@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     report.add_argument("--clips-per-motion", type=int, default=10)
     report.add_argument("--steps", type=int, default=25)
     report.add_argument("--quick", action="store_true", help="2 clips per motion, 3 steps (smoke test)")
+    report.add_argument("--no-tracker", action="store_true",
+                        help="motion by the optical-flow classifier only (faster; the tracker is the validated one)")
     report.add_argument("--card", help="also write the model card of the shipped model to this path")
     report.add_argument("--weights", default="src/dynamicrafter/weights/dynamicrafter_tiny.safetensors",
                         help="the shipped weights described by --card")
@@ -62,7 +64,7 @@ def run_report(args: argparse.Namespace) -> int:
     from dynamicrafter.recipe.evaluation import write_report
 
     write_report(Path(args.out), Path(args.output), clips_per_motion=2 if args.quick else args.clips_per_motion,
-                 steps=3 if args.quick else args.steps)
+                 steps=3 if args.quick else args.steps, tracker=not args.no_tracker)
     if args.card:
         from dynamicrafter.recipe.card import write_card
 

@@ -30,7 +30,24 @@ def _pipe(path: Path) -> DynamiCrafterPipeline:
     return pipe
 
 
-def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25) -> Path:
+def _evaluate_variants(models: dict[str, Path], clips: list, settings: R.EvalSettings, tracked, examples: list
+                       ) -> tuple[list[R.VariantResult], list, list[str]]:
+    """Every trained variant on the held-out clips; sample rows of the ablations for the figure."""
+    results, sheets, variant_notes = [], [], []
+    for name, path in models.items():
+        if not path.is_file():
+            continue
+        pipe = _pipe(path)
+        variant_notes.append(f"* {name}: `{path}` ({variant_config(pipe.config)})")
+        results.append(R.evaluate_variant(name, pipe, clips, settings, data=tracked))
+        for clip in examples[:3] if name in ("no context stream", "no VDG") else []:
+            sheets.append((f"{name}: {clip.scene.caption}", R.generate(pipe, clip, settings)))
+    return results, sheets, variant_notes
+
+
+def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25, tracker: bool = True) -> Path:
+    """REPORT.md, figure.png and results.json of the run's variants on held-out clips of the run's data; with
+    ``tracker`` each video's motion is also read by the scene tracker (slower, and the validated measure)."""
     torch.set_flush_denormal(True)
     models = {name: run / folder / "model.safetensors" for name, folder in VARIANTS.items()}
     missing = [str(p) for p in models.values() if not p.is_file()]
@@ -39,27 +56,21 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
     settings = R.EvalSettings(clips_per_motion=clips_per_motion, steps=steps)
     output.mkdir(parents=True, exist_ok=True)
     data = recipe_data(run)  # the data the run was trained on
+    tracked = data if tracker else None
     clips = R.held_out_clips(data, clips_per_motion)
     gt = R.ground_truth_accuracy(clips)
 
-    results, sheets, variant_notes = [], [], []
     examples = [clips[i * clips_per_motion] for i in range(len(data.motions))]  # one clip per motion
-    for name, path in models.items():
-        if not path.is_file():
-            continue
-        pipe = _pipe(path)
-        variant_notes.append(f"* {name}: `{path}` ({variant_config(pipe.config)})")
-        results.append(R.evaluate_variant(name, pipe, clips, settings))
-        for clip in examples[:3] if name in ("no context stream", "no VDG") else []:
-            sheets.append((f"{name}: {clip.scene.caption}", R.generate(pipe, clip, settings)))
+    results, sheets, variant_notes = _evaluate_variants(models, clips, settings, tracked, examples)
     full = _pipe(models["full"])
     for clip in examples:
         sheets.insert(0, (f"input + real: {clip.scene.caption}", clip.frames))
         sheets.insert(1, (f"full model: {clip.scene.caption}", R.generate(full, clip, settings)))
 
     sweep_clips = [c for i, c in enumerate(clips) if i % clips_per_motion < settings.sweep_clips_per_motion]
-    lambda_rows = R.sweep(full, sweep_clips, settings, "lambda", settings.lambdas)
-    stride_rows = R.sweep(full, sweep_clips, settings, "frame_stride", tuple(float(s) for s in settings.strides))
+    lambda_rows = R.sweep(full, sweep_clips, settings, "lambda", settings.lambdas, tracked)
+    stride_rows = R.sweep(full, sweep_clips, settings, "frame_stride", tuple(float(s) for s in settings.strides),
+                          tracked)
 
     lambdas = full.model.unet.image_attention_lambdas()
     lambda_line = ("Learned lambda = tanh(alpha) + 1 per layer (paper Fig. 2 left): " + ", ".join(
@@ -72,8 +83,9 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
         tmp.write_text(markdown)
     R.contact_sheet(sheets, output / "figure.png")
     R.save_json({"settings": asdict(settings), "ground_truth_classifier_accuracy": gt,
-                 "variants": [{"name": r.name, "accuracy": r.accuracy, "seconds_per_video": r.seconds_per_video,
-                               "per_motion": r.per_motion_accuracy(),
+                 "variants": [{"name": r.name, "accuracy": r.accuracy, "tracker_accuracy": r.tracker_accuracy,
+                               "seconds_per_video": r.seconds_per_video, "per_motion": r.per_motion_accuracy(),
+                               "per_motion_tracker": r.per_motion_tracker_accuracy() if r.tracked else None,
                                "means": {k: r.mean(k) for k in ("conformity", "first_psnr", "first_ssim", "flicker",
                                                                 "motion_magnitude")},
                                "scores": [asdict(s) for s in r.scores]} for r in results],

@@ -10,8 +10,12 @@ trained on cannot give the image-to-video stages a motion prior.
 The autoencoder and the CLIP text tower are the shipped small model's (trained on the 32 x 32 frames; its
 reconstructions of the centred 64 x 64 clips are read right by the tracker in 54 of 54 clips), the U-Net is new.
 Two controls are scored the same way: the autoencoder's reconstructions of the training clips (the ceiling) and the
-untrained U-Net (must not pass). Everything is resumable: the latent cache, the training run (checkpoints every 250
-steps) and the generated videos (``DIR/videos/<sampling setting>/*.npy``; the report ``DIR/OVERFIT_<setting>.md``).
+untrained U-Net (must not pass). ``--swapped-clips N`` adds the swapped-caption test: the first N training captions
+with every motion's phrase instead of their own (does the base read the motion word apart from the scene?).
+
+Everything is resumable: the latent cache, the training run (checkpoints every 250 steps; a larger ``--steps`` than
+a finished run's continues it) and the generated videos (``DIR/videos/<sampling setting>/{untrained,trainedN,
+swappedN}/*.npy``). Reports: ``DIR/OVERFIT_t2v<steps>_<setting>.md`` with its ``.json`` and a frames figure.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ from dynamicrafter.data import synthetic as syn
 from dynamicrafter.media import atomic_path, save_video
 from dynamicrafter.metrics.model_free import model_free_metrics
 from dynamicrafter.pipeline import DynamiCrafterPipeline
+from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.motion_eval import estimate_motion
+from dynamicrafter.utils import process_map
 
 
 @dataclass
@@ -59,6 +61,8 @@ class VideoScore:
     first_ssim: float
     flicker: float
     motion_magnitude: float
+    tracked: str = ""  # the tracker's label (:mod:`.tracker`), "" when the variant was not tracked
+    verdict: str = ""  # the tracker's verdict against the prompt's motion: correct, wrong or undetermined
 
 
 @dataclass
@@ -77,6 +81,19 @@ class VariantResult:
     def per_motion_accuracy(self) -> dict[str, float]:
         motions = sorted({s.motion for s in self.scores})
         return {m: float(np.mean([s.predicted == m for s in self.scores if s.motion == m])) for m in motions}
+
+    @property
+    def tracked(self) -> bool:
+        return bool(self.scores) and all(s.verdict for s in self.scores)
+
+    @property
+    def tracker_accuracy(self) -> float:
+        """Share of videos the tracker reads as showing the prompt's motion (NaN when not tracked)."""
+        return float(np.mean([s.verdict == "correct" for s in self.scores])) if self.tracked else float("nan")
+
+    def per_motion_tracker_accuracy(self) -> dict[str, float]:
+        motions = sorted({s.motion for s in self.scores})
+        return {m: float(np.mean([s.verdict == "correct" for s in self.scores if s.motion == m])) for m in motions}
 
 
 MIN_EVAL_STRIDE = 2  # at frame stride 1 the slowest clips move ~2 pixels in 16 frames at 32 x 32
@@ -136,16 +153,32 @@ def generate(pipe: DynamiCrafterPipeline, clip: syn.SyntheticClip, settings: Eva
 
 
 def evaluate_variant(name: str, pipe: DynamiCrafterPipeline, clips: list[syn.SyntheticClip],
-                     settings: EvalSettings, video_dir: Path | None = None, **kwargs) -> VariantResult:
+                     settings: EvalSettings, video_dir: Path | None = None,
+                     data: syn.SyntheticConfig | None = None, **kwargs) -> VariantResult:
+    """Animate every clip's first frame with its caption and score the video; with ``data`` (the clips' data set)
+    the tracker also reads each video's motion (in parallel processes, after generation)."""
     result = VariantResult(name)
     t0 = time.perf_counter()
+    videos = []
     for clip in tqdm(clips, desc=f"evaluating {name}", unit="video"):
         frames = generate(pipe, clip, settings, **kwargs)
         if video_dir is not None:
             save_video(frames, video_dir / f"{name}_{clip.scene.motion}_{clip.scene.clip_id}.gif", fps=8)
         result.scores.append(score_video(pipe, clip, frames))
+        videos.append(frames)
     result.seconds_per_video = (time.perf_counter() - t0) / max(len(clips), 1)
+    if data is not None:
+        readings = process_map(read_tracked_motion, [(c.scene, v, data) for c, v in zip(clips, videos)],
+                               desc=f"tracking {name}", unit="video")
+        for score, (label, verdict) in zip(result.scores, readings):
+            score.tracked, score.verdict = label, verdict
     return result
+
+
+def read_tracked_motion(scene: syn.Scene, video: np.ndarray, data: syn.SyntheticConfig) -> tuple[str, str]:
+    """The tracker's label of a video made from ``scene``'s first frame and its verdict against the scene's motion."""
+    reading = T.read_motion(T.track_object(video, T.Appearance.from_scene(scene, data)))
+    return reading.label, reading.verdict(scene.motion)
 
 
 def ground_truth_accuracy(clips: list[syn.SyntheticClip]) -> float:
@@ -154,14 +187,14 @@ def ground_truth_accuracy(clips: list[syn.SyntheticClip]) -> float:
 
 
 def sweep(pipe: DynamiCrafterPipeline, clips: list[syn.SyntheticClip], settings: EvalSettings, option: str,
-          values: tuple[float, ...]) -> list[dict[str, float]]:
+          values: tuple[float, ...], data: syn.SyntheticConfig | None = None) -> list[dict[str, float]]:
     rows = []
     for value in values:
         kwargs = {"image_attention_scale": value} if option == "lambda" else {"frame_stride": int(value)}
-        result = evaluate_variant(f"{option}={value}", pipe, clips, settings, **kwargs)
+        result = evaluate_variant(f"{option}={value}", pipe, clips, settings, data=data, **kwargs)
         rows.append({option: value, "motion_magnitude": result.mean("motion_magnitude"),
                      "conformity": result.mean("conformity"), "accuracy": result.accuracy,
-                     "flicker": result.mean("flicker")})
+                     "tracker_accuracy": result.tracker_accuracy, "flicker": result.mean("flicker")})
     return rows
 
 
@@ -186,39 +219,53 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], path: Path, frames_shown: 
 
 def markdown_report(results: list[VariantResult], gt_accuracy: float, lambda_rows: list[dict], stride_rows: list[dict],
                     settings: EvalSettings, num_motions: int, extra: str = "") -> str:
+    tracked = all(r.tracked for r in results)
     lines = [
         "# The small DynamiCrafter: held-out evaluation",
         "",
         f"{len(results[0].scores)} held-out test clips ({settings.clips_per_motion} per motion, {num_motions} motions; "
         f"chance = 1/{num_motions} = {1 / num_motions:.2f}); each first frame animated with its caption, "
-        f"{settings.steps} DDIM steps, CFG {settings.guidance_scale}, each clip's own frame stride (2 or 3), "
-        f"seed {settings.seed} + clip id. The flow-based motion classifier recovers the true motion of the "
-        f"ground-truth clips in {gt_accuracy:.1%} of the cases (its own accuracy).",
+        f"{settings.steps} DDIM steps, CFG {settings.guidance_scale}, each clip's own frame stride, "
+        f"seed {settings.seed} + clip id. Motion accuracy (flow): the optical-flow classifier, which recovers the "
+        f"true motion of the ground-truth clips in {gt_accuracy:.1%} of the cases (its own accuracy)"
+        + ("; motion accuracy (tracker): the scene tracker (`recipe.tracker`, validated in "
+           "reports/tiny/evaluator/)." if tracked else "."),
         "",
-        "| variant | motion accuracy | input conformity (PIC*) | first-frame PSNR (dB) | first-frame SSIM | "
-        "flicker | motion magnitude (px/frame) | s / video |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | motion accuracy (flow) | " + ("motion accuracy (tracker) | " if tracked else "")
+        + "input conformity (PIC*) | first-frame PSNR (dB) | first-frame SSIM | flicker | "
+        "motion magnitude (px/frame) | s / video |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if tracked else ""),
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.accuracy:.3f} | {r.mean('conformity'):.3f} | {r.mean('first_psnr'):.1f} | "
-                     f"{r.mean('first_ssim'):.3f} | {r.mean('flicker'):.2f} | {r.mean('motion_magnitude'):.2f} | "
-                     f"{r.seconds_per_video:.1f} |")
+        lines.append(f"| {r.name} | {r.accuracy:.3f} | " + (f"{r.tracker_accuracy:.3f} | " if tracked else "")
+                     + f"{r.mean('conformity'):.3f} | {r.mean('first_psnr'):.1f} | {r.mean('first_ssim'):.3f} | "
+                     f"{r.mean('flicker'):.2f} | {r.mean('motion_magnitude'):.2f} | {r.seconds_per_video:.1f} |")
     lines += ["", "PIC* = 1 - mean over frames of (1 - cosine similarity) of the project's CLIP image-tower "
-              "embeddings (stand-in for DreamSim).", "", "Per-motion accuracy:", "",
-              "| variant | " + " | ".join(results[0].per_motion_accuracy()) + " |",
-              "|---|" + "---|" * len(results[0].per_motion_accuracy())]
-    for r in results:
-        lines.append(f"| {r.name} | " + " | ".join(f"{v:.2f}" for v in r.per_motion_accuracy().values()) + " |")
-    for title, rows, key in (("Lambda (image cross-attention scale) on the full model (paper Fig. 2)", lambda_rows,
-                              "lambda"), ("Frame stride on the full model", stride_rows, "frame_stride")):
-        lines += ["", f"{title}:", "", f"| {key} | motion magnitude | conformity (PIC*) | motion accuracy | flicker |",
-                  "|---|---|---|---|---|"]
-        for row in rows:
-            lines.append(f"| {row[key]} | {row['motion_magnitude']:.2f} | {row['conformity']:.3f} | "
-                         f"{row['accuracy']:.2f} | {row['flicker']:.2f} |")
+              "embeddings (stand-in for DreamSim)."]
+    tables = [("flow", VariantResult.per_motion_accuracy)] + ([("tracker", VariantResult.per_motion_tracker_accuracy)]
+                                                            if tracked else [])
+    for name, per_motion in tables:
+        motions = per_motion(results[0])
+        lines += ["", f"Per-motion accuracy ({name}):", "", "| variant | " + " | ".join(motions) + " |",
+                  "|---|" + "---|" * len(motions)]
+        lines += [f"| {r.name} | " + " | ".join(f"{v:.2f}" for v in per_motion(r).values()) + " |" for r in results]
+    lines += _sweep_tables(lambda_rows, stride_rows)
     if extra:
         lines += ["", extra]
     return "\n".join(lines) + "\n"
+
+
+def _sweep_tables(lambda_rows: list[dict], stride_rows: list[dict]) -> list[str]:
+    lines = []
+    for title, rows, key in (("Lambda (image cross-attention scale) on the full model (paper Fig. 2)", lambda_rows,
+                              "lambda"), ("Frame stride on the full model", stride_rows, "frame_stride")):
+        lines += ["", f"{title}:", "", f"| {key} | motion magnitude | conformity (PIC*) | motion accuracy (flow) | "
+                  "motion accuracy (tracker) | flicker |", "|---|---|---|---|---|---|"]
+        for row in rows:
+            lines.append(f"| {row[key]} | {row['motion_magnitude']:.2f} | {row['conformity']:.3f} | "
+                         f"{row['accuracy']:.2f} | {row.get('tracker_accuracy', float('nan')):.2f} | "
+                         f"{row['flicker']:.2f} |")
+    return lines
 
 
 def save_json(data: object, path: Path) -> None:

@@ -33,6 +33,7 @@ from dynamicrafter.checkpoint import load_model, save_checkpoint
 from dynamicrafter.config import ModelConfig
 from dynamicrafter.data.latents import encode_latent_cache
 from dynamicrafter.data.synthetic import SyntheticConfig, SyntheticVideoDataset
+from dynamicrafter.errors import UserError
 from dynamicrafter.media import atomic_path
 from dynamicrafter.model import DynamiCrafter
 from dynamicrafter.recipe import pretrain
@@ -238,7 +239,24 @@ def ship(model_path: Path, destination: Path) -> Path:
     return save_checkpoint(model, destination, dtype=torch.float16)
 
 
+def check_same_run(plan: RecipePlan) -> None:
+    """A run folder holds one recipe: resuming it with other data or another --train-temporal would mix stages
+    trained on different settings."""
+    path = plan.out / "recipe.json"
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    data = json.loads(json.dumps(asdict(plan.data), default=str))
+    if stored.get("data") != data or stored.get("train_temporal", False) != plan.train_temporal:
+        old = stored.get("data") or {}
+        raise UserError(f"'{plan.out}' holds a recipe run on other settings (data layout {old.get('layout')!r}, "
+                        f"{old.get('num_clips')} clips, train_temporal {stored.get('train_temporal', False)}; now "
+                        f"{plan.data.layout!r}, {plan.data.num_clips} clips, {plan.train_temporal}): resume it with "
+                        f"its own flags or choose another --out")
+
+
 def run(plan: RecipePlan, ship_to: Path | None = None) -> dict[str, Path]:
+    check_same_run(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(plan.out / "recipe.json") as tmp:
         tmp.write_text(json.dumps({"data": asdict(plan.data), "budget": asdict(plan.budget),
