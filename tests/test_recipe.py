@@ -121,6 +121,21 @@ def test_a_run_folder_is_not_resumed_with_other_data_or_layers(quick_run, capsys
     assert (quick_run / "recipe.json").read_text() == before  # nothing written
 
 
+def test_swapped_caption_section_lists_each_variant():
+    import numpy as np
+
+    from dynamicrafter.recipe.evaluation import swapped_markdown
+    from dynamicrafter.recipe.rescore import SwappedCaptionResult
+
+    motions = ("left", "right", "still")
+    table = np.array([[2, 0, 0], [1, 1, 0], [0, 0, 2]])
+    result = SwappedCaptionResult(motions, table, np.array([0, 0, 0]), 0, 5 / 6, 2)
+    text = swapped_markdown({"full": result, "no VDG": result})
+    assert "| full | **0.833** | 2 | 6 |" in text and "| no VDG | **0.833** | 2 | 6 |" in text
+    assert text.count("| prompt names \\ video shows |") == 2
+    assert swapped_markdown({}) == ""
+
+
 def test_steps_scale_multiplies_the_diffusion_stages_only():
     scaled = DEFAULT_BUDGET.scaled(2.5)
     assert scaled.t2v_steps == round(2.5 * DEFAULT_BUDGET.t2v_steps)

@@ -39,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     report.add_argument("--quick", action="store_true", help="2 clips per motion, 3 steps (smoke test)")
     report.add_argument("--no-tracker", action="store_true",
                         help="motion by the optical-flow classifier only (faster; the tracker is the validated one)")
+    report.add_argument("--swapped-per-motion", type=int, default=0,
+                        help="also the swapped-caption test of every variant on N held-out frames per motion (each "
+                             "with all 9 motion prompts: 81 N videos per variant)")
     report.add_argument("--card", help="also write the model card of the shipped model to this path")
     report.add_argument("--weights", default="src/dynamicrafter/weights/dynamicrafter_tiny.safetensors",
                         help="the shipped weights described by --card")
@@ -64,7 +67,8 @@ def run_report(args: argparse.Namespace) -> int:
     from dynamicrafter.recipe.evaluation import write_report
 
     write_report(Path(args.out), Path(args.output), clips_per_motion=2 if args.quick else args.clips_per_motion,
-                 steps=3 if args.quick else args.steps, tracker=not args.no_tracker)
+                 steps=3 if args.quick else args.steps, tracker=not args.no_tracker,
+                 swapped_per_motion=args.swapped_per_motion)
     if args.card:
         from dynamicrafter.recipe.card import write_card
 

@@ -45,9 +45,37 @@ def _evaluate_variants(models: dict[str, Path], clips: list, settings: R.EvalSet
     return results, sheets, variant_notes
 
 
-def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25, tracker: bool = True) -> Path:
+def swapped_tests(models: dict[str, Path], clips: list, settings: R.EvalSettings, data, per_motion: int) -> dict:
+    """The swapped-caption test of every variant (text-based motion control): the first ``per_motion`` held-out
+    frames of each motion, each animated with all motion prompts and read by the tracker."""
+    from dynamicrafter.recipe.rescore import swapped_caption_test
+
+    chosen = [c for i, c in enumerate(clips) if i % settings.clips_per_motion < per_motion]
+    return {name: swapped_caption_test(_pipe(path), chosen, data, settings) for name, path in models.items()
+            if path.is_file()}
+
+
+def swapped_markdown(results: dict) -> str:
+    """Accuracy per variant, then each variant's confusion table."""
+    from dynamicrafter.recipe.rescore import confusion_markdown
+
+    if not results:
+        return ""
+    lines = ["", "Text-based motion control, the swapped-caption test (each held-out first frame animated with every "
+             "motion prompt; share of videos showing the motion the prompt names, chance 1/9):", "",
+             "| variant | swapped-caption accuracy | first frames | videos |", "|---|---|---|---|"]
+    lines += [f"| {name} | **{r.accuracy:.3f}** | {r.first_frames} | {int(r.table.sum() + r.other.sum())} |"
+              for name, r in results.items()]
+    for name, r in results.items():
+        lines += ["", f"{name}:", "", *confusion_markdown(r)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25, tracker: bool = True,
+                 swapped_per_motion: int = 0) -> Path:
     """REPORT.md, figure.png and results.json of the run's variants on held-out clips of the run's data; with
-    ``tracker`` each video's motion is also read by the scene tracker (slower, and the validated measure)."""
+    ``tracker`` each video's motion is also read by the scene tracker (slower, and the validated measure); with
+    ``swapped_per_motion`` every variant also takes the swapped-caption test on that many frames per motion."""
     torch.set_flush_denormal(True)
     models = {name: run / folder / "model.safetensors" for name, folder in VARIANTS.items()}
     missing = [str(p) for p in models.values() if not p.is_file()]
@@ -77,22 +105,29 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
         f"{name.split('.transformer_blocks')[0]} {value:.2f}" for name, value in lambdas.items()))
     notes = "\n".join(["Variants:", *variant_notes, "", lambda_line,
                        *(["", f"Not evaluated (missing): {', '.join(missing)}"] if missing else [])])
+    swapped = swapped_tests(models, clips, settings, data, swapped_per_motion) if swapped_per_motion else {}
     markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(data.motions), notes)
+    markdown += swapped_markdown(swapped)
     markdown += "\n![sample frames](figure.png)\n\nFigure: frames 0, 5, 10, 15 of each video.\n"
     with atomic_path(output / "REPORT.md") as tmp:
         tmp.write_text(markdown)
     R.contact_sheet(sheets, output / "figure.png")
     R.save_json({"settings": asdict(settings), "ground_truth_classifier_accuracy": gt,
-                 "variants": [{"name": r.name, "accuracy": r.accuracy, "tracker_accuracy": r.tracker_accuracy,
-                               "seconds_per_video": r.seconds_per_video, "per_motion": r.per_motion_accuracy(),
-                               "per_motion_tracker": r.per_motion_tracker_accuracy() if r.tracked else None,
-                               "means": {k: r.mean(k) for k in ("conformity", "first_psnr", "first_ssim", "flicker",
-                                                                "motion_magnitude")},
-                               "scores": [asdict(s) for s in r.scores]} for r in results],
-                 "lambda_sweep": lambda_rows, "stride_sweep": stride_rows, "learned_lambdas": lambdas},
-                output / "results.json")
+                 "variants": [_variant_json(r) for r in results], "lambda_sweep": lambda_rows,
+                 "stride_sweep": stride_rows, "learned_lambdas": lambdas,
+                 "swapped": {name: {"accuracy": r.accuracy, "motions": list(r.motions), "table": r.table.tolist(),
+                                    "other": r.other.tolist(), "first_frames": r.first_frames}
+                             for name, r in swapped.items()}}, output / "results.json")
     print(markdown)
     return output / "REPORT.md"
+
+
+def _variant_json(r: R.VariantResult) -> dict:
+    return {"name": r.name, "accuracy": r.accuracy, "tracker_accuracy": r.tracker_accuracy,
+            "seconds_per_video": r.seconds_per_video, "per_motion": r.per_motion_accuracy(),
+            "per_motion_tracker": r.per_motion_tracker_accuracy() if r.tracked else None,
+            "means": {k: r.mean(k) for k in ("conformity", "first_psnr", "first_ssim", "flicker", "motion_magnitude")},
+            "scores": [asdict(s) for s in r.scores]}
 
 
 def summary(path: Path) -> dict[str, float]:
