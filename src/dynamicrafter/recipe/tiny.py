@@ -15,6 +15,9 @@ no_context         ablation: VDG without the context stream, same steps      -- 
 no_vdg_iii         ablation: the context stream without VDG, same steps       -- stage iii-no-vdg from stage_ii
 =================  ======================================================================================
 
+With ``train_temporal`` (``--train-temporal``) stages ii, iii and the two ablations train the temporal layers too
+(the paper keeps them frozen). ``data`` picks the generated data (``--data``: :data:`RECIPE_DATA`, 32 x 32, or
+:data:`CENTRED_DATA`, 64 x 64 without the first-frame shortcut); ``OUT/recipe.json`` records it for the report.
 The wall time of every stage is recorded in ``OUT/timings.json``.
 """
 
