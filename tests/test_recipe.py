@@ -7,7 +7,7 @@ import pytest
 from dynamicrafter.cli import main
 from dynamicrafter.errors import ConfigError
 from dynamicrafter.pipeline import DynamiCrafterPipeline
-from dynamicrafter.recipe.config import DEFAULT_BUDGET
+from dynamicrafter.recipe.config import DEFAULT_BUDGET, TINY
 from dynamicrafter.recipe.tiny import variant_config
 
 
@@ -26,6 +26,7 @@ def test_every_stage_runs_and_exports(quick_run):
     config = pipe.config
     assert config.unet.in_channels == 8 and config.unet.image_cross_attention
     assert config.vae.scale_factor != 1.0  # measured from the trained autoencoder
+    assert config.defaults == TINY.defaults  # the released layout's model: 32 x 32, strides 1-3, CFG 7.5
 
 
 def test_a_finished_run_is_skipped(quick_run, capsys):
@@ -105,6 +106,7 @@ def test_centred_data_and_trained_temporal_layers(quick_run, tmp_path):
     assert json.loads((out / "recipe.json").read_text())["train_temporal"] is True
     config = DynamiCrafterPipeline.from_checkpoint(out / "stage_iii" / "model.safetensors", device="cpu").config
     assert (config.defaults.height, config.defaults.width, config.defaults.frame_stride_range) == (64, 64, (1, 2))
+    assert config.defaults.guidance_scale == 3.0  # measured on the centred data (OVERFIT.md)
     assert _temporal_changed(out, "stage_i", "stage_ii") and _temporal_changed(out, "stage_ii", "stage_iii")
     # the paper's recipe (the default): stages ii and iii leave the temporal layers as the base learned them
     assert not _temporal_changed(quick_run, "stage_i", "stage_ii")

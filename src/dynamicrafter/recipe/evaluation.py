@@ -81,7 +81,9 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
     missing = [str(p) for p in models.values() if not p.is_file()]
     if not models["full"].is_file():
         raise UserError(f"no trained model in '{run}': run `dynamicrafter recipe tiny --out {run}` first")
-    settings = R.EvalSettings(clips_per_motion=clips_per_motion, steps=steps)
+    full = _pipe(models["full"])
+    settings = R.EvalSettings(clips_per_motion=clips_per_motion, steps=steps,
+                              guidance_scale=full.config.defaults.guidance_scale)  # the models' own CFG scale
     output.mkdir(parents=True, exist_ok=True)
     data = recipe_data(run)  # the data the run was trained on
     tracked = data if tracker else None
@@ -90,7 +92,6 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
 
     examples = [clips[i * clips_per_motion] for i in range(len(data.motions))]  # one clip per motion
     results, sheets, variant_notes = _evaluate_variants(models, clips, settings, tracked, examples)
-    full = _pipe(models["full"])
     for clip in examples:
         sheets.insert(0, (f"input + real: {clip.scene.caption}", clip.frames))
         sheets.insert(1, (f"full model: {clip.scene.caption}", R.generate(full, clip, settings)))

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                              "classifier or conformity; writes SWAPPED.md and swapped.json to --out)")
     parser.add_argument("--layout", choices=tuple(DATA_PRESETS), default="released",
                         help="the data the model was trained on (its held-out clips are the first frames)")
-    parser.add_argument("--guidance-scale", type=float, default=EvalSettings.guidance_scale)
+    parser.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's)")
     args = parser.parse_args(argv)
     from dynamicrafter.pipeline import DynamiCrafterPipeline
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = DynamiCrafterPipeline.from_checkpoint(args.checkpoint, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     data = DATA_PRESETS[args.layout]
-    settings = EvalSettings(guidance_scale=args.guidance_scale, eta=args.eta)
+    guidance = pipe.config.defaults.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    settings = EvalSettings(guidance_scale=guidance, eta=args.eta)
     clips = held_out_clips(data, args.per_motion)
     if args.confusion_only:
         return _confusion_only(args, pipe, clips, data, settings)
