@@ -220,3 +220,18 @@ def test_the_swapped_caption_test_on_a_tiny_random_pipeline():
     assert result.accuracy == pytest.approx(np.trace(result.table) / 9)
     with pytest.raises(UserError, match="at least one"):
         swapped_caption_test(pipe, [], data)
+
+
+def test_score_videos_full_reads_motion_and_conformity_from_one_track():
+    """rescore.score_videos with the conformity figures: a real clip scores its motion and IoU 1; the same clip
+    reversed (offered as the second prompt's video) reads the opposite way and its first frame is elsewhere."""
+    from dynamicrafter.recipe.report import held_out_clips
+    from dynamicrafter.recipe.rescore import score_videos
+
+    clips = held_out_clips(RECIPE_DATA, 1)[:2]  # left, right
+    videos = {c.scene.clip_id: [c.frames, c.frames[::-1].copy()] for c in clips}
+    records = score_videos(clips, videos, RECIPE_DATA, motions=("left", "right"), full=True)
+    assert [(r.motion, r.prompt_motion, r.label) for r in records] == [
+        ("left", "left", "left"), ("left", "right", "right"), ("right", "left", "right"), ("right", "right", "left")]
+    assert [r.first_iou for r in records[::2]] == [1.0, 1.0] and all(r.first_iou < 0.5 for r in records[1::2])
+    assert all(r.flow_label for r in records)

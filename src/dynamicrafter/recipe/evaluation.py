@@ -116,9 +116,7 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
     R.save_json({"settings": asdict(settings), "ground_truth_classifier_accuracy": gt,
                  "variants": [_variant_json(r) for r in results], "lambda_sweep": lambda_rows,
                  "stride_sweep": stride_rows, "learned_lambdas": lambdas,
-                 "swapped": {name: {"accuracy": r.accuracy, "motions": list(r.motions), "table": r.table.tolist(),
-                                    "other": r.other.tolist(), "first_frames": r.first_frames}
-                             for name, r in swapped.items()}}, output / "results.json")
+                 "swapped": {name: r.to_json() for name, r in swapped.items()}}, output / "results.json")
     print(markdown)
     return output / "REPORT.md"
 

@@ -158,9 +158,7 @@ def score(clips: list[syn.SyntheticClip], videos: list[np.ndarray], data: syn.Sy
 
 
 def _score_one(scene: syn.Scene, video: np.ndarray, data: syn.SyntheticConfig) -> dict:
-    track = T.track_object(video, T.Appearance.from_scene(scene, data))
-    reading = T.read_motion(track)
-    conf = T.conformity(video, scene, data, track)
+    reading, conf = T.motion_and_conformity(video, scene, data)
     return {"clip_id": scene.clip_id, "motion": scene.motion, "label": reading.label,
             "verdict": reading.verdict(scene.motion), "first_iou": conf.first_iou,
             "first_colour_error": conf.first_colour_error}
@@ -299,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"plan": {k: str(v) for k, v in asdict(plan).items()}, "trained_steps": trained_steps(plan),
               "results": results, "timings": timings}
     if swapped is not None:
-        record["swapped"] = {"accuracy": swapped.accuracy, "motions": list(swapped.motions),
-                             "table": swapped.table.tolist(), "other": swapped.other.tolist(),
-                             "undetermined": swapped.undetermined}
+        record["swapped"] = swapped.to_json()
     with atomic_path(plan.out / f"overfit_{tag}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     return 0

@@ -177,7 +177,7 @@ def evaluate_variant(name: str, pipe: DynamiCrafterPipeline, clips: list[syn.Syn
 
 def read_tracked_motion(scene: syn.Scene, video: np.ndarray, data: syn.SyntheticConfig) -> tuple[str, str]:
     """The tracker's label of a video made from ``scene``'s first frame and its verdict against the scene's motion."""
-    reading = T.read_motion(T.track_object(video, T.Appearance.from_scene(scene, data)))
+    reading = T.evaluate_motion(video, scene, data)
     return reading.label, reading.verdict(scene.motion)
 
 

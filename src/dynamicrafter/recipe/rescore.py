@@ -107,10 +107,12 @@ def score_videos(clips: list[syn.SyntheticClip], videos: dict[int, np.ndarray], 
 def _score_video(scene: syn.Scene, motion: str, video: np.ndarray, data: syn.SyntheticConfig, full: bool
                  ) -> VideoRecord:
     """One video generated from ``scene``'s first frame with ``motion``'s prompt, read by the tracker."""
-    track = T.track_object(video, T.Appearance.from_scene(scene, data))
-    reading = T.read_motion(track)
-    nan = {k: math.nan for k in ("first_colour_error", "first_iou", "clip_colour_error", "background_flicker")}
-    conf = asdict(T.conformity(video, scene, data, track)) if full else nan
+    if full:
+        reading, conformity = T.motion_and_conformity(video, scene, data)
+        conf = asdict(conformity)
+    else:
+        reading = T.evaluate_motion(video, scene, data)
+        conf = {k: math.nan for k in ("first_colour_error", "first_iou", "clip_colour_error", "background_flicker")}
     return VideoRecord(scene.clip_id, scene.motion, motion, scene.main.shape, reading.label, reading.verdict(motion),
                        classify_motion(video) if full else "", reading.rotation_observable, **conf)
 
@@ -130,6 +132,10 @@ class SwappedCaptionResult:
     undetermined: int  # rotation prompts whose video shows no readable angle (see tracker.MotionReading.verdict)
     accuracy: float
     first_frames: int
+
+    def to_json(self) -> dict:
+        return {"motions": list(self.motions), "table": self.table.tolist(), "other": self.other.tolist(),
+                "undetermined": self.undetermined, "accuracy": self.accuracy, "first_frames": self.first_frames}
 
 
 def confusion(records: list[VideoRecord], motions: tuple[str, ...] = syn.MOTIONS) -> SwappedCaptionResult:
@@ -308,10 +314,7 @@ def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticCli
                       f"shows (share of the row's videos).", "", *confusion_markdown(result)]) + "\n"
     print(text)
     if args.out is not None:
-        _write_report(args.out, "SWAPPED.md", text, "swapped.json",
-                      {"motions": result.motions, "table": result.table.tolist(), "other": result.other.tolist(),
-                       "undetermined": result.undetermined, "accuracy": result.accuracy,
-                       "first_frames": result.first_frames})
+        _write_report(args.out, "SWAPPED.md", text, "swapped.json", result.to_json())
     return 0
 
 

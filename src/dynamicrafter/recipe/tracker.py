@@ -515,3 +515,10 @@ def conformity(frames: np.ndarray, scene: syn.Scene, data: syn.SyntheticConfig, 
     near = cv2.dilate((alphas >= 0.05).astype(np.uint8).max(axis=0), np.ones((5, 5), np.uint8)) > 0
     steps = np.abs(np.diff(video, axis=0))[:, ~near] if (~near).any() else np.zeros(1)
     return Conformity(float(errors[0]), iou, float(errors.mean()), float(steps.mean() * 255.0))
+
+
+def motion_and_conformity(frames: np.ndarray, scene: syn.Scene, data: syn.SyntheticConfig,
+                          config: TrackerConfig = DEFAULT_TRACKER) -> tuple[MotionReading, Conformity]:
+    """The motion a video made from ``scene``'s first frame shows and its conformity to the input, from one track."""
+    track = track_object(frames, Appearance.from_scene(scene, data), config)
+    return read_motion(track, config), conformity(frames, scene, data, track, config)
