@@ -191,3 +191,11 @@ def test_motion_caption_pairs_differ_only_in_the_motion():
             [w for w in negative.split() if w not in motion_words], (caption, negative)
         motions_seen.add(scene.motion)
     assert len(motions_seen) >= 6
+
+
+def test_every_data_preset_has_a_budget_and_a_cfg_scale():
+    from dynamicrafter.recipe.config import BUDGET_PRESETS
+    from dynamicrafter.recipe.tiny import DATA_PRESETS, GUIDANCE_BY_LAYOUT
+
+    assert set(BUDGET_PRESETS) == set(DATA_PRESETS) == set(GUIDANCE_BY_LAYOUT)
+    assert BUDGET_PRESETS["centred"].video_batch == 8 and BUDGET_PRESETS["released"] == DEFAULT_BUDGET

@@ -51,13 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
 def run_tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from dynamicrafter.recipe.config import CENTRED_BUDGET, DEFAULT_BUDGET, QUICK_BUDGET
+    from dynamicrafter.recipe.config import BUDGET_PRESETS, QUICK_BUDGET
     from dynamicrafter.recipe.tiny import DATA_PRESETS, RecipePlan, run
 
     data = DATA_PRESETS[args.data]
     data = replace(data, num_clips=16) if args.quick else data
-    budget = QUICK_BUDGET if args.quick else CENTRED_BUDGET if args.data == "centred" else DEFAULT_BUDGET
-    budget = budget.scaled(args.steps_scale)
+    budget = (QUICK_BUDGET if args.quick else BUDGET_PRESETS[args.data]).scaled(args.steps_scale)
     plan = RecipePlan(Path(args.out), budget, not args.no_ablations, data, train_temporal=args.train_temporal)
     run(plan, Path(args.ship) if args.ship else None)
     return 0
