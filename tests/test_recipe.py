@@ -63,8 +63,20 @@ def test_report_reads_motion_with_the_tracker(monkeypatch):
     assert backwards.tracker_accuracy <= 1 / 9, [(s.motion, s.tracked) for s in backwards.scores]  # only "still"
     assert not R.evaluate_variant("flow only", pipe, clips[:1], settings).tracked
     text = R.markdown_report([real, backwards], 1.0, [], [], settings, len(RECIPE_DATA.motions))
-    assert f"| real clips | {real.accuracy:.3f} | {real.tracker_accuracy:.3f} |" in text
+    assert f"| real clips | {real.accuracy:.3f} | {real.interval('tracker_correct').format(3)} |" in text
     assert "Per-motion accuracy (tracker):" in text
+    # conformity: the real clip starts on the input (IoU near 1, colour error of a few levels); played backwards it
+    # starts on the last frame, where the object has moved, turned or changed size
+    assert real.mean("first_iou") > 0.9 and real.mean("first_colour_error") < 10
+    assert backwards.mean("first_iou") < real.mean("first_iou") - 0.2
+    table = "\n".join(R.conformity_markdown([real, backwards], []))
+    assert f"| real clips | {real.interval('first_colour_error').format(1)} |" in table
+    # the ablation table: backwards - real, paired by clip; the motion difference is resolved (bold), and the
+    # swapped column is empty without a swapped-caption test
+    rows = R.ablation_markdown([real, backwards], {}, reference="real clips")
+    row = next(line for line in rows if line.startswith("| backwards |"))
+    motion, swapped = row.split(" | ")[1:3]
+    assert motion.startswith("**-0.") and swapped == "-"
 
 
 def test_ablations_share_the_run_and_drop_one_stream_each(quick_run):
@@ -131,9 +143,9 @@ def test_swapped_caption_section_lists_each_variant():
 
     motions = ("left", "right", "still")
     table = np.array([[2, 0, 0], [1, 1, 0], [0, 0, 2]])
-    result = SwappedCaptionResult(motions, table, np.array([0, 0, 0]), 0, 5 / 6, 2)
+    result = SwappedCaptionResult(motions, table, np.array([0, 0, 0]), 0, 5 / 6, 2, {7: 1.0, 9: 2 / 3})
     text = swapped_markdown({"full": result, "no VDG": result})
-    assert "| full | **0.833** | 2 | 6 |" in text and "| no VDG | **0.833** | 2 | 6 |" in text
+    assert "| full | **0.833** [0.667, 1.000] | 2 | 6 |" in text and "| no VDG | **0.833** [0.667, 1.000] |" in text
     assert text.count("| prompt names \\ video shows |") == 2
     assert swapped_markdown({}) == ""
 

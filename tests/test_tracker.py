@@ -189,7 +189,8 @@ def test_the_swapped_caption_confusion_counts_what_each_prompt_shows():
     def record(motion, prompt, label):
         verdict = "undetermined" if label == "still" and prompt.startswith("rotate") else (
             "correct" if label == prompt else "wrong")
-        return VideoRecord(0, motion, prompt, "square", label, verdict, "", True, 0.0, 1.0, 0.0, 0.0)
+        clip_id = motions.index(motion)  # one first frame per clip motion
+        return VideoRecord(clip_id, motion, prompt, "square", label, verdict, "", True, 0.0, 1.0, 0.0, 0.0)
 
     motions = ("left", "right", "rotate_cw")
     records = [record("left", "left", "left"), record("left", "right", "left"), record("left", "rotate_cw", "still"),
@@ -198,7 +199,9 @@ def test_the_swapped_caption_confusion_counts_what_each_prompt_shows():
     result = confusion(records, motions)
     assert result.table.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert result.other.tolist() == [1, 0, 1] and result.undetermined == 1  # "still" is not among these motions
-    assert result.accuracy == pytest.approx(3 / 6) and result.first_frames == 1
+    assert result.accuracy == pytest.approx(3 / 6) and result.first_frames == 2
+    assert result.frame_accuracy == pytest.approx({0: 1 / 3, 1: 2 / 3})  # the units the bootstrap resamples
+    assert result.interval().estimate == pytest.approx(result.accuracy)
     lines = confusion_markdown(result)
     assert lines[2] == "| left | **0.50** | 0.00 | 0.00 | 0.50 | 2 |"
 

@@ -14,7 +14,9 @@ from dynamicrafter.errors import UserError
 from dynamicrafter.media import atomic_path
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.recipe import report as R
+from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.tiny import recipe_data, variant_config
+from dynamicrafter.utils import process_map
 
 # report name -> the recipe's run folder; "full" and the two ablations had the same optimisation steps. The base
 # text-to-video model sees no image (its PIC and first-frame figures only show that): its motion accuracy is the
@@ -63,12 +65,28 @@ def swapped_markdown(results: dict) -> str:
         return ""
     lines = ["", "Text-based motion control, the swapped-caption test (each held-out first frame animated with every "
              "motion prompt; share of videos showing the motion the prompt names, chance 1/9):", "",
-             "| variant | swapped-caption accuracy | first frames | videos |", "|---|---|---|---|"]
-    lines += [f"| {name} | **{r.accuracy:.3f}** | {r.first_frames} | {int(r.table.sum() + r.other.sum())} |"
-              for name, r in results.items()]
+             "| variant | swapped-caption accuracy [95% bootstrap interval, first frames resampled] | first frames | "
+             "videos |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | **{r.accuracy:.3f}** {_bracket(r.interval())} | {r.first_frames} | "
+              f"{int(r.table.sum() + r.other.sum())} |" for name, r in results.items()]
     for name, r in results.items():
         lines += ["", f"{name}:", "", *confusion_markdown(r)]
     return "\n".join(lines) + "\n"
+
+
+def _bracket(interval) -> str:
+    return f"[{interval.low:.3f}, {interval.high:.3f}]"
+
+
+def autoencoder_ceiling(pipe: DynamiCrafterPipeline, clips: list, data) -> list:
+    """The tracker's conformity of the autoencoder's reconstructions of the real clips (what a perfect generator
+    could reach through this autoencoder)."""
+    from dynamicrafter.recipe.validate_tracker import autoencode
+
+    videos = autoencode(pipe, [c.frames for c in clips])
+    return process_map(T.conformity, [(v, c.scene, data) for c, v in zip(clips, videos)], desc="ceiling",
+                       unit="video")
 
 
 def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25, tracker: bool = True,
@@ -96,11 +114,7 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
         sheets.insert(0, (f"input + real: {clip.scene.caption}", clip.frames))
         sheets.insert(1, (f"full model: {clip.scene.caption}", R.generate(full, clip, settings)))
 
-    sweep_clips = [c for i, c in enumerate(clips) if i % clips_per_motion < settings.sweep_clips_per_motion]
-    lambda_rows = R.sweep(full, sweep_clips, settings, "lambda", settings.lambdas, tracked)
-    stride_rows = R.sweep(full, sweep_clips, settings, "frame_stride", tuple(float(s) for s in settings.strides),
-                          tracked)
-
+    lambda_rows, stride_rows = _sweeps(full, clips, settings, tracked)
     lambdas = full.model.unet.image_attention_lambdas()
     lambda_line = ("Learned lambda = tanh(alpha) + 1 per layer (paper Fig. 2 left): " + ", ".join(
         f"{name.split('.transformer_blocks')[0]} {value:.2f}" for name, value in lambdas.items()))
@@ -109,6 +123,9 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
     swapped = swapped_tests(models, clips, settings, data, swapped_per_motion) if swapped_per_motion else {}
     markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(data.motions), notes)
     markdown += swapped_markdown(swapped)
+    ceiling = autoencoder_ceiling(full, clips, data) if tracker else []
+    if tracker:
+        markdown += "\n".join([*R.conformity_markdown(results, ceiling), *R.ablation_markdown(results, swapped)]) + "\n"
     markdown += "\n![sample frames](figure.png)\n\nFigure: frames 0, 5, 10, 15 of each video.\n"
     with atomic_path(output / "REPORT.md") as tmp:
         tmp.write_text(markdown)
@@ -116,13 +133,24 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
     R.save_json({"settings": asdict(settings), "ground_truth_classifier_accuracy": gt,
                  "variants": [_variant_json(r) for r in results], "lambda_sweep": lambda_rows,
                  "stride_sweep": stride_rows, "learned_lambdas": lambdas,
-                 "swapped": {name: r.to_json() for name, r in swapped.items()}}, output / "results.json")
+                 "swapped": {name: r.to_json() for name, r in swapped.items()},
+                 "autoencoder_ceiling": [asdict(c) for c in ceiling]}, output / "results.json")
     print(markdown)
     return output / "REPORT.md"
 
 
+def _sweeps(full: DynamiCrafterPipeline, clips: list, settings: R.EvalSettings, tracked
+            ) -> tuple[list[dict], list[dict]]:
+    """The lambda and frame-stride sweeps of the full model on the first clips of every motion."""
+    chosen = [c for i, c in enumerate(clips) if i % settings.clips_per_motion < settings.sweep_clips_per_motion]
+    strides = tuple(float(s) for s in settings.strides)
+    return (R.sweep(full, chosen, settings, "lambda", settings.lambdas, tracked),
+            R.sweep(full, chosen, settings, "frame_stride", strides, tracked))
+
+
 def _variant_json(r: R.VariantResult) -> dict:
     return {"name": r.name, "accuracy": r.accuracy, "tracker_accuracy": r.tracker_accuracy,
+            "tracker_interval": r.interval("tracker_correct").to_json() if r.tracked else None,
             "seconds_per_video": r.seconds_per_video, "per_motion": r.per_motion_accuracy(),
             "per_motion_tracker": r.per_motion_tracker_accuracy() if r.tracked else None,
             "means": {k: r.mean(k) for k in ("conformity", "first_psnr", "first_ssim", "flicker", "motion_magnitude")},

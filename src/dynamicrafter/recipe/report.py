@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from dynamicrafter.data import synthetic as syn
 from dynamicrafter.media import atomic_path, save_video
+from dynamicrafter.metrics.bootstrap import Interval, bootstrap_interval, paired_difference_interval
 from dynamicrafter.metrics.model_free import model_free_metrics
 from dynamicrafter.pipeline import DynamiCrafterPipeline
 from dynamicrafter.recipe import tracker as T
@@ -63,6 +64,10 @@ class VideoScore:
     motion_magnitude: float
     tracked: str = ""  # the tracker's label (:mod:`.tracker`), "" when the variant was not tracked
     verdict: str = ""  # the tracker's verdict against the prompt's motion: correct, wrong or undetermined
+    # the tracker's conformity to the input (:class:`.tracker.Conformity`; NaN when not tracked)
+    first_colour_error: float = float("nan")
+    first_iou: float = float("nan")
+    clip_colour_error: float = float("nan")
 
 
 @dataclass
@@ -94,6 +99,16 @@ class VariantResult:
     def per_motion_tracker_accuracy(self) -> dict[str, float]:
         motions = sorted({s.motion for s in self.scores})
         return {m: float(np.mean([s.verdict == "correct" for s in self.scores if s.motion == m])) for m in motions}
+
+    def per_clip(self, key: str) -> np.ndarray:
+        """One value per clip, in clip order: ``key`` is a VideoScore field or "tracker_correct" (0 / 1)."""
+        if key == "tracker_correct":
+            return np.array([s.verdict == "correct" for s in self.scores], dtype=np.float64)
+        return np.array([getattr(s, key) for s in self.scores], dtype=np.float64)
+
+    def interval(self, key: str) -> Interval:
+        """The mean of ``key`` over the clips with its bootstrap interval (:mod:`dynamicrafter.metrics.bootstrap`)."""
+        return bootstrap_interval(self.per_clip(key))
 
 
 MIN_EVAL_STRIDE = 2  # at frame stride 1 the slowest clips move ~2 pixels in 16 frames at 32 x 32
@@ -170,15 +185,19 @@ def evaluate_variant(name: str, pipe: DynamiCrafterPipeline, clips: list[syn.Syn
     if data is not None:
         readings = process_map(read_tracked_motion, [(c.scene, v, data) for c, v in zip(clips, videos)],
                                desc=f"tracking {name}", unit="video")
-        for score, (label, verdict) in zip(result.scores, readings):
+        for score, (label, verdict, conformity) in zip(result.scores, readings):
             score.tracked, score.verdict = label, verdict
+            score.first_colour_error, score.first_iou = conformity.first_colour_error, conformity.first_iou
+            score.clip_colour_error = conformity.clip_colour_error
     return result
 
 
-def read_tracked_motion(scene: syn.Scene, video: np.ndarray, data: syn.SyntheticConfig) -> tuple[str, str]:
-    """The tracker's label of a video made from ``scene``'s first frame and its verdict against the scene's motion."""
-    reading = T.evaluate_motion(video, scene, data)
-    return reading.label, reading.verdict(scene.motion)
+def read_tracked_motion(scene: syn.Scene, video: np.ndarray, data: syn.SyntheticConfig
+                        ) -> tuple[str, str, T.Conformity]:
+    """The tracker's label of a video made from ``scene``'s first frame, its verdict against the scene's motion and
+    the video's conformity to the input."""
+    reading, conformity = T.motion_and_conformity(video, scene, data)
+    return reading.label, reading.verdict(scene.motion), conformity
 
 
 def ground_truth_accuracy(clips: list[syn.SyntheticClip]) -> float:
@@ -237,11 +256,13 @@ def markdown_report(results: list[VariantResult], gt_accuracy: float, lambda_row
         "|---|---|---|---|---|---|---|---|" + ("---|" if tracked else ""),
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.accuracy:.3f} | " + (f"{r.tracker_accuracy:.3f} | " if tracked else "")
+        lines.append(f"| {r.name} | {r.accuracy:.3f} | " + (f"{r.interval('tracker_correct').format(3)} | "
+                                                            if tracked else "")
                      + f"{r.mean('conformity'):.3f} | {r.mean('first_psnr'):.1f} | {r.mean('first_ssim'):.3f} | "
                      f"{r.mean('flicker'):.2f} | {r.mean('motion_magnitude'):.2f} | {r.seconds_per_video:.1f} |")
     lines += ["", "PIC* = 1 - mean over frames of (1 - cosine similarity) of the project's CLIP image-tower "
-              "embeddings (stand-in for DreamSim)."]
+              "embeddings (stand-in for DreamSim)." + (" Tracker accuracy: mean [95% bootstrap interval over the "
+                                                       "clips]." if tracked else "")]
     tables = [("flow", VariantResult.per_motion_accuracy)] + ([("tracker", VariantResult.per_motion_tracker_accuracy)]
                                                             if tracked else [])
     for name, per_motion in tables:
@@ -253,6 +274,68 @@ def markdown_report(results: list[VariantResult], gt_accuracy: float, lambda_row
     if extra:
         lines += ["", extra]
     return "\n".join(lines) + "\n"
+
+
+CONFORMITY_COLUMNS = (("first_colour_error", "first-frame colour error (0-255)", 1),
+                      ("first_iou", "first-frame shape IoU", 2), ("clip_colour_error", "colour error over the clip", 1))
+
+
+def conformity_markdown(results: list[VariantResult], ceiling: list[T.Conformity]) -> list[str]:
+    """The tracker's conformity figures per variant (mean [bootstrap interval]) and the autoencoder ceiling."""
+    lines = ["", "Conformity to the input, read by the tracker (mean [95% bootstrap interval over the clips]; colour "
+             "errors are RGB distances in 0-255 levels); the autoencoder's reconstruction of the real held-out clips "
+             "is the ceiling (the base text-to-video model sees no image: its row is a control):", "",
+             "| videos | " + " | ".join(title for _, title, _ in CONFORMITY_COLUMNS) + " |",
+             "|---|" + "---|" * len(CONFORMITY_COLUMNS)]
+    for r in results:
+        lines.append(f"| {r.name} | " + " | ".join(r.interval(key).format(digits)
+                                                    for key, _, digits in CONFORMITY_COLUMNS) + " |")
+    if ceiling:
+        lines.append("| autoencoder reconstruction of the real clip (ceiling) | " + " | ".join(
+            bootstrap_interval([getattr(c, key) for c in ceiling]).format(digits)
+            for key, _, digits in CONFORMITY_COLUMNS) + " |")
+    return lines
+
+
+def ablation_markdown(results: list[VariantResult], swapped: dict, reference: str = "full") -> list[str]:
+    """Every variant minus ``reference`` on the same clips (paired bootstrap): motion accuracy (tracker), the
+    swapped-caption accuracy (paired by first frame), first-frame IoU and colour error. Bold: the interval excludes
+    0."""
+    by_name = {r.name: r for r in results}
+    if reference not in by_name or not by_name[reference].tracked:
+        return []
+    ref = by_name[reference]
+    lines = ["", f"Differences to the {reference} model on the same held-out clips (variant - {reference}; "
+             "difference [95% paired-bootstrap interval]; bold: the interval excludes 0, the difference is resolved by "
+             "this test set):", "", "| variant | motion accuracy (tracker) | swapped-caption accuracy | first-frame "
+             "shape IoU | first-frame colour error |", "|---|---|---|---|---|"]
+    for r in results:
+        if r is ref or not r.tracked:
+            continue
+        if [s.clip_id for s in r.scores] != [s.clip_id for s in ref.scores]:
+            raise ValueError(f"variant {r.name!r} was scored on other clips than {reference!r}")
+        cells = [paired_difference_interval(r.per_clip(k), ref.per_clip(k))
+                 for k in ("tracker_correct", "first_iou", "first_colour_error")]
+        pair = _swapped_pair(swapped.get(r.name), swapped.get(reference))
+        cells.insert(1, paired_difference_interval(*pair) if pair else None)
+        lines.append(f"| {r.name} | " + " | ".join(_bold_if_resolved(c, d) for c, d in zip(cells, (2, 2, 2, 1)))
+                     + " |")
+    return lines
+
+
+def _swapped_pair(a, b) -> tuple[list[float], list[float]] | None:
+    """The per-first-frame swapped-caption accuracies of two variants on their common first frames."""
+    if a is None or b is None:
+        return None
+    frames = sorted(set(a.frame_accuracy) & set(b.frame_accuracy))
+    return ([a.frame_accuracy[f] for f in frames], [b.frame_accuracy[f] for f in frames]) if frames else None
+
+
+def _bold_if_resolved(interval: Interval | None, digits: int) -> str:
+    if interval is None:
+        return "-"
+    text = f"{interval.estimate:+.{digits}f} [{interval.low:+.{digits}f}, {interval.high:+.{digits}f}]"
+    return f"**{text}**" if interval.excludes(0.0) else text
 
 
 def _sweep_tables(lambda_rows: list[dict], stride_rows: list[dict]) -> list[str]:

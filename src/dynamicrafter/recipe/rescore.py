@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from dynamicrafter.data import synthetic as syn
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import atomic_path
+from dynamicrafter.metrics.bootstrap import Interval, bootstrap_interval
 from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.motion_eval import classify_motion
 from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
@@ -132,10 +133,17 @@ class SwappedCaptionResult:
     undetermined: int  # rotation prompts whose video shows no readable angle (see tracker.MotionReading.verdict)
     accuracy: float
     first_frames: int
+    # per first frame (clip id): the share of its videos that show the prompt's motion; the unit a bootstrap resamples
+    frame_accuracy: dict[int, float] = field(default_factory=dict)
+
+    def interval(self, seed: int = 0) -> Interval:
+        """The accuracy with its bootstrap interval over the first frames (each frame's prompts resampled as one)."""
+        return bootstrap_interval(list(self.frame_accuracy.values()), seed=seed)
 
     def to_json(self) -> dict:
         return {"motions": list(self.motions), "table": self.table.tolist(), "other": self.other.tolist(),
-                "undetermined": self.undetermined, "accuracy": self.accuracy, "first_frames": self.first_frames}
+                "undetermined": self.undetermined, "accuracy": self.accuracy, "first_frames": self.first_frames,
+                "frame_accuracy": {str(k): v for k, v in self.frame_accuracy.items()}}
 
 
 def confusion(records: list[VideoRecord], motions: tuple[str, ...] = syn.MOTIONS) -> SwappedCaptionResult:
@@ -149,8 +157,11 @@ def confusion(records: list[VideoRecord], motions: tuple[str, ...] = syn.MOTIONS
         else:
             other[index[r.prompt_motion]] += 1
     accuracy = _share(records, lambda r: r.verdict == "correct")
+    by_frame: dict[int, list[bool]] = {}
+    for r in records:
+        by_frame.setdefault(r.clip_id, []).append(r.verdict == "correct")
     return SwappedCaptionResult(motions, table, other, sum(r.verdict == "undetermined" for r in records), accuracy,
-                                len({r.clip_id for r in records}))
+                                len(by_frame), {k: float(np.mean(v)) for k, v in by_frame.items()})
 
 
 def swapped_caption_test(pipe, clips: list[syn.SyntheticClip], data: syn.SyntheticConfig,
