@@ -238,3 +238,16 @@ def test_score_videos_full_reads_motion_and_conformity_from_one_track():
         ("left", "left", "left"), ("left", "right", "right"), ("right", "left", "right"), ("right", "right", "left")]
     assert [r.first_iou for r in records[::2]] == [1.0, 1.0] and all(r.first_iou < 0.5 for r in records[1::2])
     assert all(r.flow_label for r in records)
+
+
+def test_prompt_figure_shows_the_real_clip_and_every_prompt(tmp_path):
+    from PIL import Image
+
+    from dynamicrafter.recipe.report import held_out_clips
+    from dynamicrafter.recipe.rescore import prompt_figure
+
+    clip = held_out_clips(RECIPE_DATA, 1)[0]
+    videos = np.stack([clip.frames] * 3)
+    path = prompt_figure(clip, videos, tmp_path / "frames.png", motions=("left", "right", "still"))
+    h, w = clip.frames.shape[1:3]
+    assert Image.open(path).size == (4 * 2 * w, 4 * (2 * h + 14))  # 4 frames wide; real clip + 3 prompts

@@ -35,7 +35,7 @@ from dynamicrafter.media import atomic_path
 from dynamicrafter.metrics.bootstrap import Interval, bootstrap_interval
 from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.motion_eval import classify_motion
-from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
+from dynamicrafter.recipe.report import EvalSettings, contact_sheet, generate, held_out_clips
 from dynamicrafter.recipe.tiny import DATA_PRESETS
 from dynamicrafter.recipe.validate_tracker import autoencode
 from dynamicrafter.utils import process_map
@@ -304,7 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         _write_report(args.out, "RESCORE.md", text, "rescore.json",
                       {"records": [asdict(r) for r in records], "ceiling": [asdict(c) for c in ceiling]})
+        prompt_figure(clips[0], videos[clips[0].scene.clip_id], args.out / "frames.png")
     return 0
+
+
+def prompt_figure(clip: syn.SyntheticClip, videos: np.ndarray, path: Path,
+                  motions: tuple[str, ...] = syn.MOTIONS) -> Path:
+    """Frames 0, 5, 10, 15 of the real clip and of its first frame animated with each motion prompt."""
+    rows = [(f"real clip: {clip.scene.caption}", clip.frames)]
+    rows += [(f"prompt: {swap_caption(clip.scene.caption, clip.scene.motion, m)}", v) for m, v in zip(motions, videos)]
+    return contact_sheet(rows, path)
 
 
 def _write_report(out: Path, md_name: str, text: str, json_name: str, payload: dict) -> None:
@@ -326,6 +335,8 @@ def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticCli
     print(text)
     if args.out is not None:
         _write_report(args.out, "SWAPPED.md", text, "swapped.json", result.to_json())
+        videos = generate_videos(pipe, clips[:1], settings, args.cache)  # cached: read back
+        prompt_figure(clips[0], videos[clips[0].scene.clip_id], args.out / "frames.png")
     return 0
 
 
