@@ -36,8 +36,13 @@ class Interval:
         """True when ``value`` lies outside the interval (e.g. a difference that is not 0)."""
         return not self.low <= value <= self.high
 
+    def bracket(self, digits: int = 2) -> str:
+        """The interval alone, ``[low, high]``."""
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
     def format(self, digits: int = 2) -> str:
-        return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        """``estimate [low, high]``."""
+        return f"{self.estimate:.{digits}f} {self.bracket(digits)}"
 
     def to_json(self) -> dict[str, float]:
         return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level,

@@ -68,15 +68,11 @@ def swapped_markdown(results: dict) -> str:
              "| variant | swapped-caption accuracy [95% bootstrap interval, first frames resampled] | first frames | "
              "videos |",
              "|---|---|---|---|"]
-    lines += [f"| {name} | **{r.accuracy:.3f}** {_bracket(r.interval())} | {r.first_frames} | "
+    lines += [f"| {name} | **{r.accuracy:.3f}** {r.interval().bracket(3)} | {r.first_frames} | "
               f"{int(r.table.sum() + r.other.sum())} |" for name, r in results.items()]
     for name, r in results.items():
         lines += ["", f"{name}:", "", *confusion_markdown(r)]
     return "\n".join(lines) + "\n"
-
-
-def _bracket(interval) -> str:
-    return f"[{interval.low:.3f}, {interval.high:.3f}]"
 
 
 def autoencoder_ceiling(pipe: DynamiCrafterPipeline, clips: list, data) -> list:
@@ -124,7 +120,7 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
     markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(data.motions), notes)
     markdown += swapped_markdown(swapped)
     ceiling = autoencoder_ceiling(full, clips, data) if tracker else []
-    if tracker:
+    if ceiling:
         markdown += "\n".join([*R.conformity_markdown(results, ceiling), *R.ablation_markdown(results, swapped)]) + "\n"
     markdown += "\n![sample frames](figure.png)\n\nFigure: frames 0, 5, 10, 15 of each video.\n"
     with atomic_path(output / "REPORT.md") as tmp:
