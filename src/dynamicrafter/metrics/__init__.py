@@ -6,6 +6,7 @@
 * :mod:`.dreamsim` - DreamSim (PIC's distance) with a converter from DreamSim's distributed files;
 * :mod:`.lpips` - LPIPS-Alex, an explicitly chosen and labelled stand-in distance for PIC;
 * :mod:`.model_free` - temporal flicker, first-frame PSNR/SSIM, motion magnitude;
+* :mod:`.bootstrap` - percentile-bootstrap intervals of per-item figures and of paired differences;
 * :mod:`.features` - per-video feature extraction with a resumable, shard-mergeable disk cache;
 * :mod:`.evaluate` - the ``dynamicrafter evaluate`` runner.
 """
