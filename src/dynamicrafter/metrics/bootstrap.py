@@ -36,13 +36,15 @@ class Interval:
         """True when ``value`` lies outside the interval (e.g. a difference that is not 0)."""
         return not self.low <= value <= self.high
 
-    def bracket(self, digits: int = 2) -> str:
-        """The interval alone, ``[low, high]``."""
-        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+    def bracket(self, digits: int = 2, signed: bool = False) -> str:
+        """The interval alone, ``[low, high]`` (``signed``: with a + on positive values, for differences)."""
+        spec = f"{'+' if signed else ''}.{digits}f"
+        return f"[{self.low:{spec}}, {self.high:{spec}}]"
 
-    def format(self, digits: int = 2) -> str:
+    def format(self, digits: int = 2, signed: bool = False) -> str:
         """``estimate [low, high]``."""
-        return f"{self.estimate:.{digits}f} {self.bracket(digits)}"
+        spec = f"{'+' if signed else ''}.{digits}f"
+        return f"{self.estimate:{spec}} {self.bracket(digits, signed)}"
 
     def to_json(self) -> dict[str, float]:
         return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level,

@@ -334,7 +334,7 @@ def _swapped_pair(a, b) -> tuple[list[float], list[float]] | None:
 def _bold_if_resolved(interval: Interval | None, digits: int) -> str:
     if interval is None:
         return "-"
-    text = f"{interval.estimate:+.{digits}f} [{interval.low:+.{digits}f}, {interval.high:+.{digits}f}]"
+    text = interval.format(digits, signed=True)
     return f"**{text}**" if interval.excludes(0.0) else text
 
 
