@@ -211,3 +211,25 @@ def test_every_data_preset_has_a_budget_and_a_cfg_scale():
 
     assert set(BUDGET_PRESETS) == set(DATA_PRESETS) == set(GUIDANCE_BY_LAYOUT)
     assert BUDGET_PRESETS["centred"].video_batch == 8 and BUDGET_PRESETS["released"] == DEFAULT_BUDGET
+
+
+def test_evaluation_passes_the_sampling_settings_to_the_pipeline():
+    """Text-only guidance (image_guidance_scale 1) reaches the pipeline; unset settings keep the model's defaults."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dynamicrafter.data import synthetic as syn
+    from dynamicrafter.recipe.report import EvalSettings, generate
+
+    calls = []
+
+    def pipe(image, prompt, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(frames=np.zeros((1, 2, 4, 4, 3), np.float32))
+
+    clip = syn.SyntheticVideoDataset(syn.SyntheticConfig(num_clips=4, frames=2, height=8, width=8), "train").clip(0)
+    generate(pipe, clip, EvalSettings(guidance_scale=3.0, image_guidance_scale=1.0))
+    generate(pipe, clip, EvalSettings(guidance_scale=3.0))
+    assert calls[0]["image_guidance_scale"] == 1.0 and calls[0]["guidance_scale"] == 3.0
+    assert "image_guidance_scale" not in calls[1] and "eta" not in calls[1]

@@ -46,6 +46,9 @@ class EvalSettings:
     seed: int = 1234
     eta: float | None = None  # DDIM eta; None: the model's default
     guidance_rescale: float | None = None  # CFG rescale; None: the model's default
+    # s_img of three-branch CFG (diffusion.guidance); None: two branches. 1.0 guides the text alone against the
+    # image-conditioned prediction without text (the motion phrase is all the text adds on the centred data).
+    image_guidance_scale: float | None = None
     lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     strides: tuple[int, ...] = (1, 2, 3)
     sweep_clips_per_motion: int = 3
@@ -159,7 +162,7 @@ def generate(pipe: DynamiCrafterPipeline, clip: syn.SyntheticClip, settings: Eva
     image = Image.fromarray(clip.frames[0])
     generator = torch.Generator().manual_seed(settings.seed + clip.scene.clip_id)
     kwargs.setdefault("frame_stride", clip.scene.frame_stride)  # the held-out clip's own stride
-    for name in ("eta", "guidance_rescale"):
+    for name in ("eta", "guidance_rescale", "image_guidance_scale"):
         if getattr(settings, name) is not None:
             kwargs.setdefault(name, getattr(settings, name))
     out = pipe(image, clip.scene.caption, num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,

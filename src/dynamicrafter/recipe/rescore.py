@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the data the model was trained on (its held-out clips are the first frames)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's)")
+    parser.add_argument("--image-guidance-scale", type=float, default=None,
+                        help="image CFG scale of three-branch guidance; 1 guides the text alone (default: two "
+                             "branches)")
     args = parser.parse_args(argv)
     from dynamicrafter.pipeline import DynamiCrafterPipeline
 
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     data = DATA_PRESETS[args.layout]
     guidance = pipe.config.defaults.guidance_scale if args.guidance_scale is None else args.guidance_scale
-    settings = EvalSettings(guidance_scale=guidance, eta=args.eta)
+    settings = EvalSettings(guidance_scale=guidance, eta=args.eta, image_guidance_scale=args.image_guidance_scale)
     clips = held_out_clips(data, args.per_motion)
     if args.confusion_only:
         return _confusion_only(args, pipe, clips, data, settings)
