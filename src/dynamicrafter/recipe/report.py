@@ -47,7 +47,7 @@ class EvalSettings:
     eta: float | None = None  # DDIM eta; None: the model's default
     guidance_rescale: float | None = None  # CFG rescale; None: the model's default
     # s_img of three-branch CFG (diffusion.guidance); None: two branches. 1.0 guides the text alone against the
-    # image-conditioned prediction without text (the motion phrase is all the text adds on the centred data).
+    # image-conditioned prediction without text (on the centred data the motion is named by the text alone).
     image_guidance_scale: float | None = None
     lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     strides: tuple[int, ...] = (1, 2, 3)
