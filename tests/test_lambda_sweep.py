@@ -1,6 +1,7 @@
 """The lambda sweep (recipe.lambda_sweep): its travel measure on real clips and controls, its rows, and a run on a
 tiny random pipeline where the scale must reach the network."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -68,3 +69,7 @@ def test_the_sweep_on_a_tiny_random_pipeline_reaches_the_network_and_resumes(tmp
     assert rows[0].first_iou == 1.0 and rows[0].first_colour_error < 1.0  # the real first frame is the input
     again = L.generate_sweep(None, clips, settings, (0.0, 1.0), tmp_path)  # cached: no pipeline needed
     assert all(np.array_equal(again[k], v) for k, v in videos.items())
+    L.write(tmp_path / "report", L.markdown("tiny", rows, len(clips), settings), rows, records, settings)
+    payload = json.loads((tmp_path / "report" / "lambda.json").read_text())
+    assert [r["name"] for r in payload["rows"]] == [r.name for r in rows] and len(payload["records"]) == len(records)
+    assert "| s = 0 |" in (tmp_path / "report" / "LAMBDA.md").read_text()

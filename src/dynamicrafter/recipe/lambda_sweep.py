@@ -18,7 +18,6 @@ conformity ceiling). Videos are cached per (s, clip) in ``--cache`` (an interrup
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from dynamicrafter.media import atomic_path
 from dynamicrafter.metrics.bootstrap import Interval, bootstrap_interval
 from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.report import EvalSettings, contact_sheet, generate, held_out_clips
+from dynamicrafter.recipe.rescore import write_report_files
 from dynamicrafter.recipe.tiny import DATA_PRESETS
 from dynamicrafter.recipe.validate_tracker import autoencode
 from dynamicrafter.utils import process_map
@@ -191,14 +191,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(out: Path, text: str, rows: list[SweepRow], records: list[SweepRecord], settings: EvalSettings) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "LAMBDA.md") as tmp:
-        tmp.write_text(text)
     payload = {"settings": asdict(settings), "rows": [{**asdict(r), "moving_accuracy": r.moving_accuracy.to_json()}
                                                       for r in rows], "records": [asdict(r) for r in records]}
-    with atomic_path(out / "lambda.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=1))
-
+    write_report_files(out, "LAMBDA.md", text, "lambda.json", payload)
 
 if __name__ == "__main__":
     try:

@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(args.name, records, ceiling, len(clips), syn.MOTIONS, old)
     print(text)
     if args.out is not None:
-        _write_report(args.out, "RESCORE.md", text, "rescore.json",
+        write_report_files(args.out, "RESCORE.md", text, "rescore.json",
                       {"records": [asdict(r) for r in records], "ceiling": [asdict(c) for c in ceiling]})
         prompt_figure(clips[0], videos[clips[0].scene.clip_id], args.out / "frames.png")
     return 0
@@ -319,7 +319,7 @@ def prompt_figure(clip: syn.SyntheticClip, videos: np.ndarray, path: Path,
     return contact_sheet(rows, path)
 
 
-def _write_report(out: Path, md_name: str, text: str, json_name: str, payload: dict) -> None:
+def write_report_files(out: Path, md_name: str, text: str, json_name: str, payload: dict) -> None:
     """The markdown report and its numbers, each written atomically into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / md_name) as tmp:
@@ -337,7 +337,7 @@ def _confusion_only(args: argparse.Namespace, pipe, clips: list[syn.SyntheticCli
                       f"shows (share of the row's videos).", "", *confusion_markdown(result)]) + "\n"
     print(text)
     if args.out is not None:
-        _write_report(args.out, "SWAPPED.md", text, "swapped.json", result.to_json())
+        write_report_files(args.out, "SWAPPED.md", text, "swapped.json", result.to_json())
         videos = generate_videos(pipe, clips[:1], settings, args.cache)  # cached: read back
         prompt_figure(clips[0], videos[clips[0].scene.clip_id], args.out / "frames.png")
     return 0
