@@ -233,3 +233,33 @@ def test_evaluation_passes_the_sampling_settings_to_the_pipeline():
     generate(pipe, clip, EvalSettings(guidance_scale=3.0))
     assert calls[0]["image_guidance_scale"] == 1.0 and calls[0]["guidance_scale"] == 3.0
     assert "image_guidance_scale" not in calls[1] and "eta" not in calls[1]
+
+
+def test_the_reports_swapped_test_caches_each_variant_in_its_run_folders_name(tmp_path, monkeypatch):
+    """recipe report --cache: the swapped-caption videos of each variant go to CACHE/<run folder>, where a rescore
+    --cache of the same model is read back instead of animated again."""
+    from dataclasses import replace
+
+    import torch
+
+    from dynamicrafter.config import config_for_tests
+    from dynamicrafter.recipe import evaluation, rescore
+    from dynamicrafter.recipe.report import EvalSettings, held_out_clips
+    from dynamicrafter.recipe.tiny import RECIPE_DATA
+    from dynamicrafter.testing import write_random_checkpoint
+
+    torch.set_flush_denormal(True)
+    data = replace(RECIPE_DATA, frames=4, height=16, width=16)
+    path = write_random_checkpoint(config_for_tests(height=16, width=16, num_frames=4),
+                                   tmp_path / "run" / "stage_iii" / "model.safetensors")
+    clips = held_out_clips(data, 1)[:1]
+    settings = EvalSettings(clips_per_motion=1, steps=2)
+    first = evaluation.swapped_tests({"full": path}, clips, settings, data, 1, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache" / "stage_iii").iterdir()] == [f"{clips[0].scene.clip_id:08d}.npy"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a cached video was animated again")
+
+    monkeypatch.setattr(rescore, "generate", fail)
+    again = evaluation.swapped_tests({"full": path}, clips, settings, data, 1, tmp_path / "cache")
+    assert (again["full"].table == first["full"].table).all() and again["full"].accuracy == first["full"].accuracy

@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     report.add_argument("--swapped-per-motion", type=int, default=0,
                         help="also the swapped-caption test of every variant on N held-out frames per motion (each "
                              "with all 9 motion prompts: 81 N videos per variant)")
+    report.add_argument("--cache", help="keep the swapped-caption videos per variant in CACHE/<run folder> (reuses "
+                                        "rescore --cache folders of the same settings; resumable)")
     report.add_argument("--card", help="also write the model card of the shipped model to this path")
     report.add_argument("--weights", default="src/dynamicrafter/weights/dynamicrafter_tiny.safetensors",
                         help="the shipped weights described by --card")
@@ -67,7 +69,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     write_report(Path(args.out), Path(args.output), clips_per_motion=2 if args.quick else args.clips_per_motion,
                  steps=3 if args.quick else args.steps, tracker=not args.no_tracker,
-                 swapped_per_motion=args.swapped_per_motion)
+                 swapped_per_motion=args.swapped_per_motion, cache=Path(args.cache) if args.cache else None)
     if args.card:
         from dynamicrafter.recipe.card import write_card
 

@@ -47,14 +47,18 @@ def _evaluate_variants(models: dict[str, Path], clips: list, settings: R.EvalSet
     return results, sheets, variant_notes
 
 
-def swapped_tests(models: dict[str, Path], clips: list, settings: R.EvalSettings, data, per_motion: int) -> dict:
+def swapped_tests(models: dict[str, Path], clips: list, settings: R.EvalSettings, data, per_motion: int,
+                  cache: Path | None = None) -> dict:
     """The swapped-caption test of every variant (text-based motion control): the first ``per_motion`` held-out
-    frames of each motion, each animated with all motion prompts and read by the tracker."""
+    frames of each motion, each animated with all motion prompts and read by the tracker. With ``cache`` each
+    variant's videos are kept in ``cache/<its run folder>`` (the layout of ``rescore --cache``: a rescore of the same
+    model and settings is reused, an interrupted report resumes)."""
     from dynamicrafter.recipe.rescore import swapped_caption_test
 
     chosen = [c for i, c in enumerate(clips) if i % settings.clips_per_motion < per_motion]
-    return {name: swapped_caption_test(_pipe(path), chosen, data, settings) for name, path in models.items()
-            if path.is_file()}
+    return {name: swapped_caption_test(_pipe(path), chosen, data, settings,
+                                       cache / path.parent.name if cache is not None else None)
+            for name, path in models.items() if path.is_file()}
 
 
 def swapped_markdown(results: dict) -> str:
@@ -86,10 +90,11 @@ def autoencoder_ceiling(pipe: DynamiCrafterPipeline, clips: list, data) -> list:
 
 
 def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int = 25, tracker: bool = True,
-                 swapped_per_motion: int = 0) -> Path:
+                 swapped_per_motion: int = 0, cache: Path | None = None) -> Path:
     """REPORT.md, figure.png and results.json of the run's variants on held-out clips of the run's data; with
     ``tracker`` each video's motion is also read by the scene tracker (slower, and the validated measure); with
-    ``swapped_per_motion`` every variant also takes the swapped-caption test on that many frames per motion."""
+    ``swapped_per_motion`` every variant also takes the swapped-caption test on that many frames per motion (its
+    videos cached per variant in ``cache``, see :func:`swapped_tests`)."""
     torch.set_flush_denormal(True)
     models = {name: run / folder / "model.safetensors" for name, folder in VARIANTS.items()}
     missing = [str(p) for p in models.values() if not p.is_file()]
@@ -116,7 +121,7 @@ def write_report(run: Path, output: Path, clips_per_motion: int = 10, steps: int
         f"{name.split('.transformer_blocks')[0]} {value:.2f}" for name, value in lambdas.items()))
     notes = "\n".join(["Variants:", *variant_notes, "", lambda_line,
                        *(["", f"Not evaluated (missing): {', '.join(missing)}"] if missing else [])])
-    swapped = swapped_tests(models, clips, settings, data, swapped_per_motion) if swapped_per_motion else {}
+    swapped = swapped_tests(models, clips, settings, data, swapped_per_motion, cache) if swapped_per_motion else {}
     markdown = R.markdown_report(results, gt, lambda_rows, stride_rows, settings, len(data.motions), notes)
     markdown += swapped_markdown(swapped)
     ceiling = autoencoder_ceiling(full, clips, data) if tracker else []
