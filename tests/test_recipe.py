@@ -263,3 +263,63 @@ def test_the_reports_swapped_test_caches_each_variant_in_its_run_folders_name(tm
     monkeypatch.setattr(rescore, "generate", fail)
     again = evaluation.swapped_tests({"full": path}, clips, settings, data, 1, tmp_path / "cache")
     assert (again["full"].table == first["full"].table).all() and again["full"].accuracy == first["full"].accuracy
+
+
+def _card_inputs(tmp_path, layout: str, swapped: bool):
+    """A recipe run folder and report results as the recipe writes them (figures invented), for the model card."""
+    from dynamicrafter.config import config_for_tests
+    from dynamicrafter.recipe.evaluation import BASE_VARIANT
+    from dynamicrafter.recipe.tiny import DATA_PRESETS
+    from dynamicrafter.testing import write_random_checkpoint
+
+    run, report = tmp_path / "run", tmp_path / "report"
+    for folder in (run / "autoencoder", run / "clip", report):
+        folder.mkdir(parents=True)
+    data = DATA_PRESETS[layout]
+    budget = DEFAULT_BUDGET
+    (run / "recipe.json").write_text(json.dumps({"data": {**data.__dict__}, "budget": budget.__dict__,
+                                                 "train_temporal": layout == "centred"}, default=list))
+    (run / "timings.json").write_text(json.dumps({"t2v": 60.0, "stage_ii": 60.0, "stage_iii": 120.0}))
+    (run / "autoencoder" / "result.json").write_text(json.dumps({"scale_factor": 0.4, "psnr_db": 25.0}))
+    (run / "clip" / "result.json").write_text(json.dumps({"accuracy": 0.9}))
+    motions = ("left", "right", "still")
+
+    def variant(name, accuracy):
+        return {"name": name, "accuracy": accuracy, "tracker_accuracy": accuracy + 0.1, "seconds_per_video": 3.0,
+                "per_motion": dict.fromkeys(motions, accuracy), "per_motion_tracker": dict.fromkeys(motions, 0.5),
+                "means": {"conformity": 0.7, "first_psnr": 20.0, "flicker": 4.0}}
+
+    results = {"variants": [variant(BASE_VARIANT, 0.1), variant("full", 0.3)], "ground_truth_classifier_accuracy": 0.98,
+               "lambda_sweep": [{"lambda": 0.0, "motion_magnitude": 0.3}, {"lambda": 1.0, "motion_magnitude": 0.5}],
+               "stride_sweep": [{"frame_stride": 1.0, "motion_magnitude": 0.4}]}
+    if swapped:
+        results["swapped"] = {"full": {"accuracy": 0.475, "motions": list(motions), "other": [0, 1, 0],
+                                       "table": [[2, 0, 0], [0, 1, 0], [0, 0, 1]], "frame_accuracy": {"3": 0.5}},
+                              BASE_VARIANT: {"accuracy": 0.049, "motions": list(motions), "other": [2, 2, 2],
+                                             "table": [[0, 0, 0]] * 3}}
+    (report / "results.json").write_text(json.dumps(results))
+    weights = write_random_checkpoint(config_for_tests(), tmp_path / "weights.safetensors")
+    return run, report, weights
+
+
+def test_the_model_card_states_the_layout_and_the_swapped_caption_test(tmp_path):
+    from dynamicrafter.recipe.card import write_card
+
+    run, report, weights = _card_inputs(tmp_path, "centred", swapped=True)
+    text = write_card(run, report, weights, tmp_path / "MODEL_CARD.md").read_text()
+    assert "Animates 64 x 64 images" in text and "`--frame-stride` 1-2" in text and "CENTRED_DATA" in text
+    assert "does not follow the prompt's motion reliably** (48%, swapped-caption accuracy" in text
+    assert "Per named motion: left 100%, right 50%, still 100%." in text
+    assert "reaches 5%" in text and "train the temporal layers too" in text
+    assert "| stage_ii | (ii) P + spatial + temporal layers, video |" in text
+    assert "| full | 0.300 | 0.400 | 0.475 |" in text and "swapped-caption accuracy | input conformity" in text
+
+
+def test_the_model_card_of_the_released_layout_keeps_its_measures(tmp_path):
+    from dynamicrafter.recipe.card import write_card
+
+    run, report, weights = _card_inputs(tmp_path / "r", "released", swapped=False)
+    text = write_card(run, report, weights, tmp_path / "MODEL_CARD.md").read_text()
+    assert "Animates 32 x 32 images" in text and "`--frame-stride` 1-3" in text and "RECIPE_DATA" in text
+    assert "(40%, motion accuracy on held-out clips (tracker); chance 33%" in text
+    assert "| stage_ii | (ii) P + spatial layers, video |" in text and "swapped-caption" not in text
