@@ -251,3 +251,16 @@ def test_prompt_figure_shows_the_real_clip_and_every_prompt(tmp_path):
     path = prompt_figure(clip, videos, tmp_path / "frames.png", motions=("left", "right", "still"))
     h, w = clip.frames.shape[1:3]
     assert Image.open(path).size == (4 * 2 * w, 4 * (2 * h + 14))  # 4 frames wide; real clip + 3 prompts
+
+
+def test_the_swapped_caption_result_reads_back_its_json_and_its_rows():
+    from dynamicrafter.recipe.rescore import SwappedCaptionResult
+
+    motions = ("left", "right", "still")
+    result = SwappedCaptionResult(motions, np.array([[2, 0, 0], [1, 1, 0], [0, 0, 0]]), np.array([0, 2, 0]), 0,
+                                  0.5, 2, {7: 0.5, 9: 0.5})
+    again = SwappedCaptionResult.from_json(result.to_json())
+    assert (again.table == result.table).all() and again.frame_accuracy == result.frame_accuracy
+    assert again.motions == motions and again.accuracy == 0.5
+    per = again.per_motion()
+    assert per["left"] == 1.0 and per["right"] == 0.25 and np.isnan(per["still"])  # no prompt named still

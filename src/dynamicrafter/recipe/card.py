@@ -6,14 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
 from dynamicrafter.checkpoint import load_model
 from dynamicrafter.config import CLIPVisionConfig
 from dynamicrafter.media import atomic_path
-from dynamicrafter.metrics.bootstrap import bootstrap_interval
 from dynamicrafter.model import COMPONENTS
 from dynamicrafter.recipe.evaluation import BASE_VARIANT
+from dynamicrafter.recipe.rescore import SwappedCaptionResult
 
 STAGE_ROWS = (
     ("autoencoder", "KL autoencoder (f = 4), L1 + L2 + KL on frames", "vae_steps", "vae_batch"),
@@ -47,11 +45,12 @@ def _motion_status(results: dict, train_temporal: bool) -> str:
     """Honest sentences on whether the shipped model follows the prompt's motion, from the measured figures."""
     shipped = results["variants"][-1]
     chance = 1 / len(shipped["per_motion"])
-    swapped = results.get("swapped", {}).get(shipped["name"])
+    swapped_json = results.get("swapped", {}).get(shipped["name"])
+    swapped = SwappedCaptionResult.from_json(swapped_json) if swapped_json else None
     tracked = shipped.get("tracker_accuracy") is not None
-    accuracy = swapped["accuracy"] if swapped else shipped["tracker_accuracy"] if tracked else shipped["accuracy"]
-    measure = (f"swapped-caption accuracy{_bracket(swapped)}: each held-out first frame animated with every motion "
-               "prompt, read by the validated tracker" if swapped else "motion accuracy on held-out clips"
+    accuracy = swapped.accuracy if swapped else shipped["tracker_accuracy"] if tracked else shipped["accuracy"]
+    measure = (f"swapped-caption accuracy {swapped.interval().bracket(2)}: each held-out first frame animated with "
+               "every motion prompt, read by the validated tracker" if swapped else "motion accuracy on held-out clips"
                + (" (tracker)" if tracked else " (flow classifier)"))
     if accuracy >= 0.8:
         text = f"It follows the prompt's motion in {accuracy:.0%} of held-out cases ({measure}; chance {chance:.0%})."
@@ -59,9 +58,7 @@ def _motion_status(results: dict, train_temporal: bool) -> str:
         text = (f"**Limitation: it does not follow the prompt's motion reliably** ({accuracy:.0%}, {measure}; "
                 f"chance {chance:.0%}, target 80%).")
     if swapped:
-        table = np.asarray(swapped["table"])
-        per = {m: table[i, i] / max(table[i].sum() + swapped["other"][i], 1) for i, m in enumerate(swapped["motions"])}
-        text += " Per named motion: " + ", ".join(f"{m} {a:.0%}" for m, a in per.items()) + "."
+        text += " Per named motion: " + ", ".join(f"{m} {a:.0%}" for m, a in swapped.per_motion().items()) + "."
     else:
         per = shipped["per_motion_tracker"] if tracked else shipped["per_motion"]
         text += " Per motion: " + ", ".join(f"{m} {a:.0%}" for m, a in per.items()) + "."
@@ -81,12 +78,6 @@ def _motion_status(results: dict, train_temporal: bool) -> str:
              + " / ".join(f"{r['frame_stride']:g}" for r in strides) + ": "
              + " / ".join(f"{r['motion_magnitude']:.2f}" for r in strides) + " px per frame.")
     return text
-
-
-def _bracket(swapped: dict) -> str:
-    """ `` [low, high]``: the 95% bootstrap interval over the first frames, when the result lists them."""
-    frames = swapped.get("frame_accuracy")
-    return f" {bootstrap_interval(list(frames.values())).bracket(2)}" if frames else ""
 
 
 def write_card(run: Path, report: Path, weights: Path, destination: Path) -> Path:

@@ -140,10 +140,24 @@ class SwappedCaptionResult:
         """The accuracy with its bootstrap interval over the first frames (each frame's prompts resampled as one)."""
         return bootstrap_interval(list(self.frame_accuracy.values()), seed=seed)
 
+    def per_motion(self) -> dict[str, float]:
+        """Per prompt motion: the share of its videos that show it (NaN for a motion no prompt named)."""
+        shown = np.diag(self.table) / np.maximum(self.table.sum(1) + self.other, 1)
+        return {m: float(v) if self.table[i].sum() + self.other[i] else math.nan
+                for i, (m, v) in enumerate(zip(self.motions, shown))}
+
     def to_json(self) -> dict:
         return {"motions": list(self.motions), "table": self.table.tolist(), "other": self.other.tolist(),
                 "undetermined": self.undetermined, "accuracy": self.accuracy, "first_frames": self.first_frames,
                 "frame_accuracy": {str(k): v for k, v in self.frame_accuracy.items()}}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> SwappedCaptionResult:
+        """The inverse of :meth:`to_json` (a swapped.json, or a report's results.json ``swapped`` entry)."""
+        return cls(tuple(payload["motions"]), np.asarray(payload["table"], dtype=np.int64),
+                   np.asarray(payload["other"], dtype=np.int64), int(payload.get("undetermined", 0)),
+                   float(payload["accuracy"]), int(payload.get("first_frames", 0)),
+                   {int(k): float(v) for k, v in payload.get("frame_accuracy", {}).items()})
 
 
 def confusion(records: list[VideoRecord], motions: tuple[str, ...] = syn.MOTIONS) -> SwappedCaptionResult:
