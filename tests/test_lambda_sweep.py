@@ -39,7 +39,7 @@ def test_rows_count_moving_prompts_and_keep_the_still_prompt_apart():
     row = L.SweepRow.of("s = 1", records)
     assert row.moving_accuracy.estimate == pytest.approx(2 / 3)
     assert row.still_share == pytest.approx(1 / 3)
-    assert row.travel == pytest.approx(7.0) and row.still_prompt_travel == pytest.approx(0.5)
+    assert row.travel.estimate == pytest.approx(7.0) and row.still_prompt_travel == pytest.approx(0.5)
     assert row.first_iou == pytest.approx(0.8)
     assert "| s = 1 | 0.667 [" in L.markdown("m", [row], 4, EvalSettings())
     with pytest.raises(ConfigError, match="no moving clip"):
@@ -73,3 +73,19 @@ def test_the_sweep_on_a_tiny_random_pipeline_reaches_the_network_and_resumes(tmp
     payload = json.loads((tmp_path / "report" / "lambda.json").read_text())
     assert [r["name"] for r in payload["rows"]] == [r.name for r in rows] and len(payload["records"]) == len(records)
     assert "| s = 0 |" in (tmp_path / "report" / "LAMBDA.md").read_text()
+
+
+def test_paired_differences_are_taken_clip_by_clip_against_s_1():
+    def record(scale, clip_id, motion, correct, travel, iou):
+        return L.SweepRecord(scale, clip_id, motion, motion if correct else "still",
+                             "correct" if correct else "wrong", travel, 10.0, iou, 20.0)
+
+    records = [record(1.0, 1, "left", True, 10.0, 0.8), record(1.0, 2, "up", True, 20.0, 0.9),
+               record(1.0, 3, "still", True, 0.0, 0.7),
+               record(2.0, 1, "left", False, 12.0, 0.9), record(2.0, 2, "up", True, 24.0, 0.9),
+               record(2.0, 3, "still", True, 9.0, 0.7)]
+    lines = L.paired_markdown(records, (1.0, 2.0))
+    row = lines[-1]
+    assert row.startswith("| 2 | -0.50 [") and "| +3.0 [" in row  # moving prompts only: (2 + 4) / 2 px
+    assert "+0.033 [" in row  # first-frame IoU over all three clips
+    assert L.paired_markdown(records, (2.0,)) == []  # no s = 1 to compare with

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from dynamicrafter.data import synthetic as syn
 from dynamicrafter.errors import ConfigError
 from dynamicrafter.media import atomic_path
-from dynamicrafter.metrics.bootstrap import Interval, bootstrap_interval
+from dynamicrafter.metrics.bootstrap import Interval, bootstrap_interval, paired_difference_interval
 from dynamicrafter.recipe import tracker as T
 from dynamicrafter.recipe.report import EvalSettings, contact_sheet, generate, held_out_clips
 from dynamicrafter.recipe.rescore import write_report_files
@@ -99,7 +99,7 @@ class SweepRow:
     name: str
     moving_accuracy: Interval  # share of moving-prompt videos showing their motion (bootstrap over the videos)
     still_share: float  # share of moving-prompt videos read as still
-    travel: float  # mean tracked travel (px) of the moving-prompt videos
+    travel: Interval  # mean tracked travel (px) of the moving-prompt videos (bootstrap over the videos)
     still_prompt_travel: float  # mean tracked travel (px) of the still-prompt videos (0 for a faithful still)
     first_colour_error: float
     first_iou: float
@@ -112,7 +112,7 @@ class SweepRow:
         if not moving:
             raise ConfigError(f"no moving clip among the {len(records)} sweep videos: use --per-motion 1 or more")
         return cls(name, bootstrap_interval([r.verdict == "correct" for r in moving]),
-                   float(np.mean([r.label == "still" for r in moving])), float(np.mean([r.travel for r in moving])),
+                   float(np.mean([r.label == "still" for r in moving])), bootstrap_interval([r.travel for r in moving]),
                    float(np.mean([r.travel for r in still])) if still else math.nan,
                    *(float(np.mean([getattr(r, k) for r in records]))
                      for k in ("first_colour_error", "first_iou", "clip_colour_error")))
@@ -128,10 +128,41 @@ def markdown(name: str, rows: list[SweepRow], clips: int, settings: EvalSettings
              "| travel, still prompt (px) | first-frame colour error | first-frame IoU | colour error over the clip |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row.name} | {row.moving_accuracy.format(3)} | {row.still_share:.3f} | {row.travel:.1f} | "
-                     f"{row.still_prompt_travel:.1f} | {row.first_colour_error:.1f} | {row.first_iou:.3f} | "
-                     f"{row.clip_colour_error:.1f} |")
+        lines.append(f"| {row.name} | {row.moving_accuracy.format(3)} | {row.still_share:.3f} | "
+                     f"{row.travel.format(1)} | {row.still_prompt_travel:.1f} | {row.first_colour_error:.1f} | "
+                     f"{row.first_iou:.3f} | {row.clip_colour_error:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+PAIRED = (("correct", "motion shown (moving prompts)", 2), ("travel", "travel, moving prompts (px)", 1),
+          ("first_iou", "first-frame IoU", 3), ("clip_colour_error", "colour error over the clip", 1))
+
+
+def _value(record: SweepRecord, key: str) -> float:
+    return float(record.verdict == "correct") if key == "correct" else float(getattr(record, key))
+
+
+def paired_markdown(records: list[SweepRecord], scales: tuple[float, ...], reference: float = 1.0) -> list[str]:
+    """Each scale minus ``reference`` on the same clips and seeds (paired bootstrap over the clips; motion and travel
+    over the moving prompts): the trends the sweep resolves. Empty when ``reference`` was not swept."""
+    if reference not in scales:
+        return []
+    by_scale = {s: {r.clip_id: r for r in records if r.scale == s} for s in scales}
+    ref = by_scale[reference]
+    lines = ["", f"Paired differences to s = {reference:g} (the same clips and seeds; difference [95% paired-bootstrap "
+             "interval over the clips]):", "", "| s | " + " | ".join(title for _, title, _ in PAIRED) + " |",
+             "|---|" + "---|" * len(PAIRED)]
+    for s in scales:
+        if s == reference:
+            continue
+        cells = []
+        for key, _, digits in PAIRED:
+            ids = [i for i in ref if key in ("first_iou", "clip_colour_error") or ref[i].motion != "still"]
+            diff = paired_difference_interval([_value(by_scale[s][i], key) for i in ids],
+                                              [_value(ref[i], key) for i in ids])
+            cells.append(diff.format(digits, signed=True))
+        lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def sweep(pipe, clips: list[syn.SyntheticClip], data: syn.SyntheticConfig, settings: EvalSettings,
@@ -180,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvalSettings(guidance_scale=pipe.config.defaults.guidance_scale)
     clips = held_out_clips(data, args.per_motion)
     rows, records, videos = sweep(pipe, clips, data, settings, scales, args.cache)
-    text = markdown(args.name, rows, len(clips), settings)
+    text = markdown(args.name, rows, len(clips), settings) + "\n".join(paired_markdown(records, scales)) + "\n"
     print(text)
     if args.out is not None:
         write(args.out, text, rows, records, settings)
@@ -191,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(out: Path, text: str, rows: list[SweepRow], records: list[SweepRecord], settings: EvalSettings) -> None:
-    payload = {"settings": asdict(settings), "rows": [{**asdict(r), "moving_accuracy": r.moving_accuracy.to_json()}
-                                                      for r in rows], "records": [asdict(r) for r in records]}
+    payload = {"settings": asdict(settings),
+               "rows": [{**asdict(r), "moving_accuracy": r.moving_accuracy.to_json(), "travel": r.travel.to_json()}
+                        for r in rows], "records": [asdict(r) for r in records]}
     write_report_files(out, "LAMBDA.md", text, "lambda.json", payload)
 
 if __name__ == "__main__":
