@@ -4,7 +4,7 @@
 ``python -m dynamicrafter.recipe.rescore``) or a ``swapped.json`` (its ``--confusion-only`` result) scored on the same
 held-out clips and seeds. Prints each accuracy and A - B with 95% bootstrap intervals over the first frames
 (:mod:`dynamicrafter.metrics.bootstrap`); when both are rescore.json files, also the first-frame shape IoU and colour
-error (per first frame, the mean over its videos).
+error (per first frame, the mean over its videos) and the true-caption accuracy (its one video with its own caption).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ CONFORMITY = ("first_iou", "first_colour_error")
 
 def read_scores(path: Path) -> dict[str, dict[int, float]]:
     """Per measure, per first frame (clip id): ``swapped`` the share of its videos that show the motion the prompt
-    names; from a rescore.json also the mean first-frame IoU and colour error of its videos."""
+    names; from a rescore.json also whether its true-caption video shows its motion (``true_caption``) and the mean
+    first-frame IoU and colour error of its videos."""
     try:
         payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -34,7 +35,9 @@ def read_scores(path: Path) -> dict[str, dict[int, float]]:
         return {"swapped": {int(k): float(v) for k, v in payload["frame_accuracy"].items()}}
     if "records" in payload:  # rescore.json
         records = [VideoRecord(**r) for r in payload["records"]]
-        scores = {"swapped": confusion(records).frame_accuracy}
+        true = [r for r in records if r.prompt_motion == r.motion]
+        scores = {"swapped": confusion(records).frame_accuracy,
+                  "true_caption": {r.clip_id: float(r.verdict == "correct") for r in true}}
         for key in CONFORMITY:
             by_frame: dict[int, list[float]] = {}
             for r in records:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{len(set(a) ^ set(b))} not shared): compare runs of the same held-out clips")
     ids = sorted(a)
     print(f"A {args.a}\nB {args.b}")
-    for key in [k for k in ("swapped", *CONFORMITY) if k in scores_a and k in scores_b]:
+    for key in [k for k in ("swapped", "true_caption", *CONFORMITY) if k in scores_a and k in scores_b]:
         x, y = [scores_a[key][i] for i in ids], [scores_b[key][i] for i in ids]
         print(f"{key}: A {bootstrap_interval(x).format(3)}, B {bootstrap_interval(y).format(3)}, A - B (paired over "
               f"{len(ids)} first frames) {paired_difference_interval(x, y).format(3, signed=True)}")
