@@ -308,6 +308,7 @@ def test_the_model_card_states_the_layout_and_the_swapped_caption_test(tmp_path)
     run, report, weights = _card_inputs(tmp_path, "centred", swapped=True)
     text = write_card(run, report, weights, tmp_path / "MODEL_CARD.md").read_text()
     assert "Animates 64 x 64 images" in text and "`--frame-stride` 1-2" in text and "CENTRED_DATA" in text
+    assert "by `dynamicrafter recipe tiny --data centred --train-temporal`" in text
     assert "does not follow the prompt's motion reliably** (48%, swapped-caption accuracy" in text
     assert "Per named motion: left 100%, right 50%, still 100%." in text
     assert "reaches 5%" in text and "train the temporal layers too" in text
@@ -321,5 +322,6 @@ def test_the_model_card_of_the_released_layout_keeps_its_measures(tmp_path):
     run, report, weights = _card_inputs(tmp_path / "r", "released", swapped=False)
     text = write_card(run, report, weights, tmp_path / "MODEL_CARD.md").read_text()
     assert "Animates 32 x 32 images" in text and "`--frame-stride` 1-3" in text and "RECIPE_DATA" in text
+    assert "by `dynamicrafter recipe tiny`, at commit" in text
     assert "(40%, motion accuracy on held-out clips (tracker); chance 33%" in text
     assert "| stage_ii | (ii) P + spatial layers, video |" in text and "swapped-caption" not in text

@@ -18,7 +18,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-EXAMPLE = ("shapes_left.png", "a green block slides to the left")
+EXAMPLE = ("shapes_left.png", "a striped purple diamond shape sliding left in front of a softly shaded gray backdrop")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 TIMEOUT_S = 600

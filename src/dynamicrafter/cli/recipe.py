@@ -26,8 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     tiny.add_argument("--steps-scale", type=finite_float, default=1.0,
                       help="multiply the diffusion stages' steps (e.g. 10 on a GPU; the defaults fit a 2-core CPU)")
     tiny.add_argument("--data", choices=("released", "centred"), default="released",
-                      help="the generated data: 'released' (32 x 32, the shipped model's) or 'centred' (64 x 64, "
-                           "no first-frame shortcut: the motion is named by the text alone)")
+                      help="the generated data: 'released' (32 x 32, the earlier shipped model's) or 'centred' "
+                           "(64 x 64, no first-frame shortcut: the motion is named by the text alone; the shipped "
+                           "model's, with --train-temporal)")
     tiny.add_argument("--train-temporal", action="store_true",
                       help="stages ii, iii and the ablations train the temporal layers too (the paper freezes them)")
     tiny.set_defaults(func=run_tiny)

@@ -112,7 +112,7 @@ def _intro_lines(weights: Path, results: dict, recipe: dict) -> list[str]:
         "",
         f"`{weights.name}` ({weights.stat().st_size / 2**20:.1f} MiB, float16 safetensors with its config in the "
         f"metadata) is used whenever no checkpoint is given. It was trained on this project's generated data set "
-        f"only (no downloaded data or weights), by `dynamicrafter recipe tiny`, at commit `{_commit()}` "
+        f"only (no downloaded data or weights), by `{_recipe_command(recipe)}`, at commit `{_commit()}` "
         f"(the commit of the card; the recipe code is in `src/dynamicrafter/recipe/`).",
         "",
         "## What it does",
@@ -129,6 +129,12 @@ def _intro_lines(weights: Path, results: dict, recipe: dict) -> list[str]:
         _motion_status(results, recipe.get("train_temporal", False)),
         "",
     ]
+
+
+def _recipe_command(recipe: dict) -> str:
+    """The ``recipe tiny`` command line that trains this run's data and stages."""
+    flags = " --data centred" if recipe["data"].get("layout") == "centred" else ""
+    return "dynamicrafter recipe tiny" + flags + (" --train-temporal" if recipe.get("train_temporal") else "")
 
 
 def _size(data: dict) -> str:

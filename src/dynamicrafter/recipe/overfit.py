@@ -7,8 +7,10 @@ captions and reads the motion each video shows with the tracker (:mod:`.tracker`
 ``reports/tiny/evaluator/VALIDATION_CENTRED.md``). A base that cannot reproduce the motion of the captions it was
 trained on cannot give the image-to-video stages a motion prior.
 
-The autoencoder and the CLIP text tower are the shipped small model's (trained on the 32 x 32 frames; its
-reconstructions of the centred 64 x 64 clips are read right by the tracker in 54 of 54 clips), the U-Net is new.
+The autoencoder and the CLIP text tower are the shipped small model's by default (``--init`` names another model),
+the U-Net is new. The runs in reports/tiny/evaluator/OVERFIT.md used the earlier shipped model's, trained on the
+32 x 32 frames (its reconstructions of the centred 64 x 64 clips are read right by the tracker in 54 of 54 clips;
+``git show f553cdf:src/dynamicrafter/weights/dynamicrafter_tiny.safetensors`` restores it for ``--init``).
 Two controls are scored the same way: the autoencoder's reconstructions of the training clips (the ceiling) and the
 untrained U-Net (must not pass). ``--swapped-clips N`` adds the swapped-caption test: the first N training captions
 with every motion's phrase instead of their own (does the base read the motion word apart from the scene?).
