@@ -21,11 +21,11 @@ from PIL import Image
 from dynamicrafter.apps.checks import interpolation_report, loop_report, window_report
 from dynamicrafter.data import synthetic as syn
 from dynamicrafter.recipe import tracker as T
+from dynamicrafter.recipe.evaluation import autoencoder_ceiling
 from dynamicrafter.recipe.lambda_sweep import travel_pixels
 from dynamicrafter.recipe.report import EvalSettings, generate, held_out_clips
 from dynamicrafter.recipe.rescore import swapped_caption_test
 from dynamicrafter.recipe.tiny import CENTRED_DATA
-from dynamicrafter.recipe.validate_tracker import autoencode
 
 DATA = CENTRED_DATA
 SETTINGS = EvalSettings(steps=25, guidance_scale=3.0)
@@ -66,7 +66,7 @@ def swapped_shown(pipe, clips: list[syn.SyntheticClip]) -> tuple[int, int, dict[
 
 def ceiling(pipe, clips: list[syn.SyntheticClip]) -> list[T.Conformity]:
     """The conformity of the autoencoder's reconstructions of the real clips: what a perfect generator reaches."""
-    return [T.conformity(v, c.scene, DATA) for c, v in zip(clips, autoencode(pipe, [c.frames for c in clips]))]
+    return autoencoder_ceiling(pipe, clips, DATA)
 
 
 def conformity_means(readings: list[Reading], best: list[T.Conformity]) -> dict[str, float]:
