@@ -10,6 +10,13 @@ from dynamicrafter.testing import random_image, tiny_pipeline
 # Tests run on CPU with small thread counts so that they behave the same on 2-core CI machines.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+SLOW_TEST_TIMEOUT_S = 3600  # the per-test limit of `-m slow` tests (the others: `timeout` in pyproject.toml)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
 
 
 @pytest.fixture(autouse=True)

