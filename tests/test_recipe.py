@@ -205,6 +205,28 @@ def test_motion_caption_pairs_differ_only_in_the_motion():
     assert len(motions_seen) >= 6
 
 
+def test_the_towers_motion_reading_names_one_of_the_motions_per_clip(tmp_path):
+    import torch
+
+    from dynamicrafter.data import synthetic as syn
+    from dynamicrafter.recipe import pretrain
+    from dynamicrafter.recipe.config import TINY
+    from dynamicrafter.recipe.report import held_out_clips
+    from dynamicrafter.recipe.tiny import DATA_PRESETS
+
+    torch.manual_seed(0)
+    text, image = pretrain.full_text_tower(TINY.text_encoder), pretrain.CLIPImageEncoder(TINY.image_encoder)
+    heads = pretrain.ContrastiveHeads(TINY.text_encoder.width, TINY.image_encoder.width, TINY.text_encoder.width)
+    state = {"modules": {"text": text.state_dict(), "image": image.state_dict(), "heads": heads.state_dict()}}
+    torch.save(state, tmp_path / "state.pt")
+    towers = pretrain.load_towers(tmp_path / "state.pt", TINY.text_encoder, TINY.image_encoder)
+    clips = held_out_clips(DATA_PRESETS["centred"], 1, min_stride=1)
+    choices = pretrain.tower_motion_choices(*towers, clips)
+    assert [true for true, _ in choices] == list(syn.MOTIONS)
+    assert all(chosen in syn.MOTIONS for _, chosen in choices)
+    assert choices == pretrain.tower_motion_choices(*towers, clips)  # the caption wordings are seeded
+
+
 def test_every_data_preset_has_a_budget_and_a_cfg_scale():
     from dynamicrafter.recipe.config import BUDGET_PRESETS
     from dynamicrafter.recipe.tiny import DATA_PRESETS, GUIDANCE_BY_LAYOUT

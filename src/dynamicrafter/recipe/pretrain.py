@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from dynamicrafter.config import CLIPTextConfig
+from dynamicrafter.config import CLIPTextConfig, CLIPVisionConfig
 from dynamicrafter.data import synthetic as syn
 from dynamicrafter.models.clip import CLIPImageEncoder, CLIPTextEncoder
 from dynamicrafter.models.tokenizer import get_tokenizer
@@ -163,6 +164,47 @@ def motion_caption_pair(scene: syn.Scene, rng: np.random.Generator) -> tuple[str
     caption, negative = (syn.compose_caption(np.random.default_rng(seed), motion, scene.main, scene.background,
                                              scene.motion_only_caption) for motion in (scene.motion, wrong))
     return caption, negative
+
+
+def first_last(clip: syn.SyntheticClip) -> tuple[int, int]:
+    """The frame pair the video-text loss reads a clip by: its first and last frames."""
+    return 0, len(clip.frames) - 1
+
+
+@torch.no_grad()
+def tower_motion_choices(full_text: nn.Module, image: CLIPImageEncoder, heads: ContrastiveHeads,
+                         clips: list[syn.SyntheticClip], pair: Callable[[syn.SyntheticClip], tuple[int, int]]
+                         = first_last, seed: int = 0) -> list[tuple[str, str]]:
+    """(clip's motion, chosen motion) per clip: the towers' 9-way reading of the clip's frame pair, the motion whose
+    caption (the same wording with each motion's phrase) is nearest to the pair's video embedding. What the text
+    tower cannot tell apart here (say clockwise from counter-clockwise) the video model cannot be told by its prompt."""
+    tokenizer = get_tokenizer()
+    rng = np.random.default_rng(seed)
+    out = []
+    for clip in clips:
+        a, b = pair(clip)
+        pixels = torch.from_numpy(clip.frames[[a, b]].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+        patches = image.transformer(pixel_values=image.preprocess(pixels)).last_hidden_state[:, 1:]  # (2, n, w)
+        video = heads.video_projection(torch.cat([patches[:1], patches[1:]], -1)).mean(1)[0]  # (d,), as trained
+        wording = int(rng.integers(2**31))
+        captions = [syn.compose_caption(np.random.default_rng(wording), motion, clip.scene.main, clip.scene.background,
+                                        clip.scene.motion_only_caption) for motion in syn.MOTIONS]
+        text = heads.text_projection(full_text(input_ids=tokenizer(captions)).pooler_output)  # (9, d)
+        similarity = F.normalize(text, dim=-1) @ F.normalize(video, dim=-1)  # (9,)
+        out.append((clip.scene.motion, syn.MOTIONS[int(similarity.argmax())]))
+    return out
+
+
+def load_towers(state_path: Path, text_config: CLIPTextConfig, image_config: CLIPVisionConfig
+                ) -> tuple[nn.Module, CLIPImageEncoder, ContrastiveHeads]:
+    """The full text tower, the image tower and the contrastive heads of a towers training state (``clip/state.pt``)."""
+    state = torch.load(state_path, map_location="cpu", weights_only=False)["modules"]  # the recipe's own file
+    full_text, image = full_text_tower(text_config), CLIPImageEncoder(image_config)
+    heads = ContrastiveHeads(text_config.width, image_config.width, text_config.width)
+    for module, key in ((full_text, "text"), (image, "image"), (heads, "heads")):
+        module.load_state_dict(state[key])
+        module.eval()
+    return full_text, image, heads
 
 
 def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: syn.SyntheticVideoDataset,
