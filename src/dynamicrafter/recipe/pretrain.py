@@ -130,6 +130,10 @@ class ContrastiveHeads(nn.Module):
                                               nn.Linear(2 * image_width, embed_dim, bias=False))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
+    def video_embedding(self, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(b, n, w) patch tokens of the first and the second frame of a pair -> (b, d) video embeddings."""
+        return self.video_projection(torch.cat([first, last], -1)).mean(1)
+
 
 def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
               a_negatives: torch.Tensor | None = None, b_negatives: torch.Tensor | None = None
@@ -185,7 +189,7 @@ def tower_motion_choices(full_text: nn.Module, image: CLIPImageEncoder, heads: C
         a, b = pair(clip)
         pixels = torch.from_numpy(clip.frames[[a, b]].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
         patches = image.transformer(pixel_values=image.preprocess(pixels)).last_hidden_state[:, 1:]  # (2, n, w)
-        video = heads.video_projection(torch.cat([patches[:1], patches[1:]], -1)).mean(1)[0]  # (d,), as trained
+        video = heads.video_embedding(patches[:1], patches[1:])[0]  # (d,)
         wording = int(rng.integers(2**31))
         captions = [syn.compose_caption(np.random.default_rng(wording), motion, clip.scene.main, clip.scene.background,
                                         clip.scene.motion_only_caption) for motion in syn.MOTIONS]
@@ -241,8 +245,8 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
         frame_features = heads.image_projection(hidden.pooler_output[:batch])  # (b, d)
         patches = hidden.last_hidden_state[:, 1:]  # (3b, n, w): where things are, not only what
         first, last = patches[batch:2 * batch], patches[2 * batch:]
-        video_features = heads.video_projection(torch.cat([first, last], -1)).mean(1)  # (b, d)
-        reversed_features = heads.video_projection(torch.cat([last, first], -1)).mean(1)  # (b, d): played backwards
+        video_features = heads.video_embedding(first, last)  # (b, d)
+        reversed_features = heads.video_embedding(last, first)  # (b, d): played backwards
         caption_features, negative_features = text_pooled[batch:2 * batch], text_pooled[2 * batch:]
         image_loss, accuracy = clip_loss(frame_features, text_pooled[:batch], heads.logit_scale)
         video_loss, video_accuracy = clip_loss(video_features, caption_features, heads.logit_scale,
