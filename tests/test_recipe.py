@@ -180,29 +180,57 @@ def test_clip_loss_hard_negatives_must_be_beaten():
     assert clip_loss(eye, eye, torch.tensor(4.0), a_negatives=eye, b_negatives=eye)[0] > 0.69  # log 2: a tie
 
 
-def test_motion_caption_pairs_differ_only_in_the_motion():
+def test_trimmed_padding_keeps_the_text_towers_pooled_features():
+    import torch
+
+    from dynamicrafter.models.tokenizer import get_tokenizer
+    from dynamicrafter.recipe import pretrain
+    from dynamicrafter.recipe.config import TINY
+
+    torch.manual_seed(0)
+    tower = pretrain.full_text_tower(TINY.text_encoder).eval()
+    tokens = get_tokenizer()(["a red square on a grey background moves to the left", "a star spins"])
+    trimmed = pretrain.trim_padding(tokens)
+    assert trimmed.shape[1] < tokens.shape[1] and (trimmed != 0).sum() == (tokens != 0).sum()
+    with torch.no_grad():
+        full, short = tower(input_ids=tokens).pooler_output, tower(input_ids=trimmed).pooler_output
+    assert torch.allclose(full, short, atol=1e-5)
+
+
+def test_motion_captions_name_every_other_motion_in_the_same_words():
     import numpy as np
 
-    from dynamicrafter.data.synthetic import MOTION_PHRASES, SyntheticVideoDataset
-    from dynamicrafter.recipe.pretrain import OPPOSITE_MOTION, motion_caption_pair
-    from dynamicrafter.recipe.tiny import RECIPE_DATA
+    from dynamicrafter.data.synthetic import MOTIONS, SyntheticVideoDataset
+    from dynamicrafter.recipe.pretrain import motion_captions
+    from dynamicrafter.recipe.tiny import DATA_PRESETS
 
-    data = SyntheticVideoDataset(RECIPE_DATA, "train")
+    data = SyntheticVideoDataset(DATA_PRESETS["centred"], "train")
     rng = np.random.default_rng(0)
-    motions_seen = set()
-    for i in range(60):
+    for i in range(10):
         scene = data.clip(i).scene
-        caption, negative = motion_caption_pair(scene, rng)
-        assert caption != negative, (scene.motion, caption)
-        wrong = OPPOSITE_MOTION.get(scene.motion)
-        if wrong is None:
-            continue
-        motion_words = {w for m in (scene.motion, wrong) for phrase in MOTION_PHRASES[m] for p in phrase
-                        for w in p.split()}
-        assert [w for w in caption.split() if w not in motion_words] == \
-            [w for w in negative.split() if w not in motion_words], (caption, negative)
-        motions_seen.add(scene.motion)
-    assert len(motions_seen) >= 6
+        caption, others = motion_captions(scene, rng)
+        assert len(others) == len(MOTIONS) - 1 and len({caption, *others}) == len(MOTIONS)
+        if not scene.motion_only_caption:  # the object's words are the same in all nine
+            assert len({text.split()[1] for text in [caption, *others]}) == 1
+
+
+def test_the_text_motion_labels_name_the_motion_of_each_encoded_caption():
+    import numpy as np
+
+    from dynamicrafter.data import synthetic as syn
+    from dynamicrafter.recipe.pretrain import caption_motions, motion_captions
+    from dynamicrafter.recipe.tiny import DATA_PRESETS
+
+    data = syn.SyntheticVideoDataset(DATA_PRESETS["centred"], "train")
+    clips = [data.clip(i) for i in range(5)]
+    labels = caption_motions(clips).view(len(syn.MOTIONS), len(clips))  # (9, b): own motion, then the 8 others
+    for i, clip in enumerate(clips):
+        assert sorted(labels[:, i].tolist()) == list(range(len(syn.MOTIONS)))
+        caption, others = motion_captions(clip.scene, np.random.default_rng(i))
+        seed = int(np.random.default_rng(i).integers(2**31))  # the wording seed motion_captions drew
+        for text, label in zip([caption, *others], labels[:, i].tolist()):
+            assert text == syn.compose_caption(np.random.default_rng(seed), syn.MOTIONS[label], clip.scene.main,
+                                               clip.scene.background, clip.scene.motion_only_caption)
 
 
 def test_the_towers_motion_reading_names_one_of_the_motions_per_clip(tmp_path):
@@ -216,7 +244,7 @@ def test_the_towers_motion_reading_names_one_of_the_motions_per_clip(tmp_path):
 
     torch.manual_seed(0)
     text, image = pretrain.full_text_tower(TINY.text_encoder), pretrain.CLIPImageEncoder(TINY.image_encoder)
-    heads = pretrain.ContrastiveHeads(TINY.text_encoder.width, TINY.image_encoder.width, TINY.text_encoder.width)
+    heads = pretrain.ContrastiveHeads.for_towers(TINY.text_encoder, TINY.image_encoder)
     state = {"modules": {"text": text.state_dict(), "image": image.state_dict(), "heads": heads.state_dict()}}
     torch.save(state, tmp_path / "state.pt")
     towers = pretrain.load_towers(tmp_path / "state.pt", TINY.text_encoder, TINY.image_encoder)
@@ -225,6 +253,41 @@ def test_the_towers_motion_reading_names_one_of_the_motions_per_clip(tmp_path):
     assert [true for true, _ in choices] == list(syn.MOTIONS)
     assert all(chosen in syn.MOTIONS for _, chosen in choices)
     assert choices == pretrain.tower_motion_choices(*towers, clips)  # the caption wordings are seeded
+
+
+def test_the_patch_readout_separates_mirrored_patterns_a_shared_average_cannot():
+    """Left edge moving up and right edge down, against the mirror image: the same patch pairs in other places."""
+    import torch
+
+    from dynamicrafter.recipe.pretrain import PatchReadout
+
+    torch.manual_seed(0)
+    readout = PatchReadout(token_width=8, num_patches=2, embed_dim=6)
+    up, down = torch.randn(8), torch.randn(8)
+    first = torch.zeros(2, 2, 8)  # (b, n, w): two patterns, two patches each, from the same still frame
+    second = torch.stack([torch.stack([up, down]), torch.stack([down, up])])  # pattern 1 and its mirror
+    shared = readout.local(torch.cat([first, second], -1)).mean(1)  # (2, hidden): one map averaged over patches
+    assert torch.allclose(shared[0], shared[1], atol=1e-6)  # the average cannot tell them apart
+    per_position = readout(first, second)  # (2, 6)
+    assert per_position.shape == (2, 6)
+    assert (per_position[0] - per_position[1]).norm() > 0.1 * per_position.norm(dim=1).min()
+
+
+def test_rotation_pairs_show_an_unambiguous_turn():
+    from dynamicrafter.data import synthetic as syn
+    from dynamicrafter.recipe.pretrain import first_last, rotation_gap_pair
+    from dynamicrafter.recipe.report import held_out_clips
+    from dynamicrafter.recipe.tiny import DATA_PRESETS
+
+    half_symmetry = syn.MAX_ROTATION_FRACTION * min(syn.SYMMETRY_DEGREES.values())
+    for clip in held_out_clips(DATA_PRESETS["centred"], 2, min_stride=1):
+        first, second = rotation_gap_pair(clip)
+        if clip.scene.motion.startswith("rotate"):
+            assert first == 0 and second >= 1
+            assert abs(clip.scene.rate) * second <= half_symmetry  # turned by less than half the symmetry angle
+            assert abs(clip.scene.rate) * (len(clip.frames) - 1) > half_symmetry  # the last frame could hide it
+        else:
+            assert (first, second) == first_last(clip)
 
 
 def test_every_data_preset_has_a_budget_and_a_cfg_scale():

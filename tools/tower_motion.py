@@ -2,9 +2,9 @@
 
 ``python tools/tower_motion.py RUN/clip/state.pt [--per-motion 20] [--rotation-gap]`` prints the per-motion accuracy
 and the confusion rows of a recipe run's towers on held-out clips of the centred data. A clip is read as its (first,
-last) frame pair, as the towers are trained; with ``--rotation-gap`` a rotation is read at the latest frame turned by
-at most half the smallest symmetry angle instead (a square turned by 90 degrees looks unturned, so the last frame of a
-long rotation can hide its direction).
+last) frame pair; with ``--rotation-gap`` a rotation is read at the latest frame turned by at most half the smallest
+symmetry angle instead (``pretrain.rotation_gap_pair``: a square turned by 90 degrees looks unturned, so the last frame
+of a long rotation can hide its direction).
 """
 
 from __future__ import annotations
@@ -20,16 +20,6 @@ from dynamicrafter.recipe.report import held_out_clips
 from dynamicrafter.recipe.tiny import DATA_PRESETS
 
 
-def rotation_gap_pair(clip: syn.SyntheticClip) -> tuple[int, int]:
-    """(first, last) frames, except for a rotation: (first, the latest frame turned by at most half of the smallest
-    symmetry angle of any shape)."""
-    last = len(clip.frames) - 1
-    if not clip.scene.motion.startswith("rotate"):
-        return 0, last
-    unambiguous = syn.MAX_ROTATION_FRACTION * min(syn.SYMMETRY_DEGREES.values())  # degrees
-    return 0, max(1, min(last, int(unambiguous // abs(clip.scene.rate))))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("state", type=Path, help="a recipe run's clip/state.pt")
@@ -38,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     towers = pretrain.load_towers(args.state, TINY.text_encoder, TINY.image_encoder)
     clips = held_out_clips(DATA_PRESETS["centred"], args.per_motion, min_stride=1)
-    pair = rotation_gap_pair if args.rotation_gap else pretrain.first_last
+    pair = pretrain.rotation_gap_pair if args.rotation_gap else pretrain.first_last
     choices = pretrain.tower_motion_choices(*towers, clips, pair)
     print(f"{args.state}, pairs {'rotation gap' if args.rotation_gap else '(first, last)'}, "
           f"{args.per_motion} held-out clips per motion")

@@ -15,8 +15,8 @@ from dynamicrafter.recipe.rescore import SwappedCaptionResult
 
 STAGE_ROWS = (
     ("autoencoder", "KL autoencoder (f = 4), L1 + L2 + KL on frames", "vae_steps", "vae_batch"),
-    ("clip", "text + image towers, contrastive (CLIP InfoNCE, reversed clips / opposite-motion captions as hard "
-             "negatives)", "clip_steps", "clip_batch"),
+    ("clip", "text + image towers, contrastive (CLIP InfoNCE, reversed clips / the caption with each other motion "
+             "as hard negatives)", "clip_steps", "clip_batch"),
     ("latents", "VAE posteriors of the training clips cached", None, None),
     ("t2v", "base text-to-video model, whole U-Net, text only", "t2v_steps", "video_batch"),
     ("stage_i", "(i) P + image cross-attention, image model", "stage1_steps", "image_batch"),
@@ -225,7 +225,7 @@ def _training_lines(budget: dict, timings: dict, vae: dict, clip: dict, train_te
         f"frames; CLIP towers: final in-batch retrieval accuracy {clip.get('accuracy', float('nan')):.2f} "
         f"(frame-scene), {clip.get('video_accuracy', float('nan')):.2f} (frame pair-caption with motion), and "
         f"{clip.get('motion_accuracy', float('nan')):.2f} of the clips prefer their caption to the same caption "
-        f"with the opposite motion (chance 0.5).",
+        f"with each of the 8 other motions (chance 0.11).",
         "",
     ]
 

@@ -114,25 +114,52 @@ def copy_used_text_layers(full: nn.Module, text: CLIPTextEncoder) -> None:
     text.transformer.load_state_dict(state, strict=True)
 
 
+class PatchReadout(nn.Module):
+    """A frame pair's patch tokens -> one embedding, read per position.
+
+    A shared MLP turns each pair of tokens at the same place into local features; a separate linear map per patch
+    position then sums them into the embedding. Averaging a shared map over the patches instead (the earlier
+    readout) gives the same embedding for mirrored patterns, e.g. the left edge moving up and the right edge down
+    against the opposite, so it could not tell an object's motion apart from its mirror image.
+    """
+
+    def __init__(self, token_width: int, num_patches: int, embed_dim: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or 2 * token_width
+        self.local = nn.Sequential(nn.Linear(2 * token_width, hidden), nn.GELU())
+        self.per_position = nn.Parameter(torch.randn(num_patches, hidden, embed_dim) / math.sqrt(num_patches * hidden))
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """(b, n, w) tokens of the first and the second frame -> (b, d)."""
+        local = self.local(torch.cat([first, second], -1))  # (b, n, hidden)
+        return torch.einsum("bnh,nhd->bd", local, self.per_position)  # (b, d)
+
+
 class ContrastiveHeads(nn.Module):
     """CLIP's projections and temperature, used only while training the towers.
 
-    ``video_projection`` embeds a clip as its (first, last) frame pair for the video-text loss: an MLP on each pair
-    of patch tokens at the same place, averaged over the patches (the pooled token alone keeps little of where the
-    object is, so it cannot tell a motion from its reverse).
+    ``video_readout`` embeds a clip as a frame pair for the video-text loss, read from the patch tokens per position
+    (:class:`PatchReadout`; the pooled token alone keeps little of where the object is, so it cannot tell a motion
+    from its reverse). ``text_motion`` names the motion of a caption from its embedding (:data:`TEXT_MOTION_WEIGHT`).
     """
 
-    def __init__(self, text_width: int, image_width: int, embed_dim: int):
+    def __init__(self, text_width: int, image_width: int, embed_dim: int, num_patches: int):
         super().__init__()
         self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
         self.image_projection = nn.Linear(image_width, embed_dim, bias=False)
-        self.video_projection = nn.Sequential(nn.Linear(2 * image_width, 2 * image_width), nn.GELU(),
-                                              nn.Linear(2 * image_width, embed_dim, bias=False))
+        self.video_readout = PatchReadout(image_width, num_patches, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.text_motion = nn.Linear(embed_dim, len(syn.MOTIONS))
+
+    @classmethod
+    def for_towers(cls, text_config: CLIPTextConfig, image_config: CLIPVisionConfig) -> ContrastiveHeads:
+        """The heads of a text and an image tower: embeddings of the text width, one readout per image patch."""
+        num_patches = (image_config.image_size // image_config.patch_size) ** 2
+        return cls(text_config.width, image_config.width, text_config.width, num_patches)
 
     def video_embedding(self, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """(b, n, w) patch tokens of the first and the second frame of a pair -> (b, d) video embeddings."""
-        return self.video_projection(torch.cat([first, last], -1)).mean(1)
+        return self.video_readout(first, last)
 
 
 def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
@@ -140,8 +167,8 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
               ) -> tuple[torch.Tensor, float]:
     """Symmetric InfoNCE of matched rows of ``a`` and ``b`` (b, d); returns the loss and the a -> b accuracy.
 
-    ``a_negatives`` / ``b_negatives`` (b, d): hard negatives added to the candidates of the ``b -> a`` / ``a -> b``
-    direction (NegCLIP-style), e.g. every clip played backwards and every caption with the opposite motion: a batch of
+    ``a_negatives`` / ``b_negatives`` (k, d): hard negatives added to the candidates of the ``b -> a`` / ``a -> b``
+    direction (NegCLIP-style), e.g. every clip played backwards and every caption with each other motion: a batch of
     random scenes almost never holds two clips that differ only in their motion, so without them nothing asks the
     towers to tell "moves left" from "moves right".
     """
@@ -150,29 +177,41 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
     labels = torch.arange(a.shape[0])
     b_candidates = b_n if b_negatives is None else torch.cat([b_n, F.normalize(b_negatives, dim=-1)])
     a_candidates = a_n if a_negatives is None else torch.cat([a_n, F.normalize(a_negatives, dim=-1)])
-    a_to_b = scale * a_n @ b_candidates.t()  # (b, b | 2b)
-    b_to_a = scale * b_n @ a_candidates.t()  # (b, b | 2b)
+    a_to_b = scale * a_n @ b_candidates.t()  # (b, b [+ k])
+    b_to_a = scale * b_n @ a_candidates.t()  # (b, b [+ k])
     loss = 0.5 * (F.cross_entropy(a_to_b, labels) + F.cross_entropy(b_to_a, labels))
     return loss, (a_to_b.argmax(dim=1) == labels).float().mean().item()
 
 
-OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up", "zoom_in": "zoom_out",
-                   "zoom_out": "zoom_in", "rotate_cw": "rotate_ccw", "rotate_ccw": "rotate_cw"}
+def motion_captions(scene: syn.Scene, rng: np.random.Generator) -> tuple[str, list[str]]:
+    """The clip's caption and the same caption (same wording draws) with each of the other motions."""
+    seed = int(rng.integers(2**31))  # one seed for all: the same wording, only the motion phrase differs
+    captions = {motion: syn.compose_caption(np.random.default_rng(seed), motion, scene.main, scene.background,
+                                            scene.motion_only_caption) for motion in syn.MOTIONS}
+    return captions.pop(scene.motion), list(captions.values())
 
 
-def motion_caption_pair(scene: syn.Scene, rng: np.random.Generator) -> tuple[str, str]:
-    """The clip's caption and the same caption (same wording draws) with another motion: the opposite one, or for a
-    still clip a random motion."""
-    wrong = OPPOSITE_MOTION.get(scene.motion) or str(rng.choice([m for m in syn.MOTIONS if m != scene.motion]))
-    seed = int(rng.integers(2**31))  # one seed for both: the same wording, only the motion phrase differs
-    caption, negative = (syn.compose_caption(np.random.default_rng(seed), motion, scene.main, scene.background,
-                                             scene.motion_only_caption) for motion in (scene.motion, wrong))
-    return caption, negative
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """(n, context) token ids -> (n, longest) without the all-padding columns: under the causal mask no token attends
+    to a later one, so the end-of-text features do not change, and the tower runs on ~1/3 of the positions."""
+    return tokens[:, : int((tokens != 0).sum(1).max())]
 
 
 def first_last(clip: syn.SyntheticClip) -> tuple[int, int]:
-    """The frame pair the video-text loss reads a clip by: its first and last frames."""
+    """A clip read by its first and last frames."""
     return 0, len(clip.frames) - 1
+
+
+def rotation_gap_pair(clip: syn.SyntheticClip) -> tuple[int, int]:
+    """(first, last) frames, except for a rotation: (first, the latest frame turned by at most half of the smallest
+    symmetry angle of any shape). A square turned by 90 degrees looks unturned, so the last frame of a long rotation
+    (60-270 degrees in the centred data) can hide its direction; each frame turns by less than that half angle
+    (``SyntheticConfig`` checks it), so a pair of them cannot."""
+    last = len(clip.frames) - 1
+    if not clip.scene.motion.startswith("rotate"):
+        return 0, last
+    unambiguous = syn.MAX_ROTATION_FRACTION * min(syn.SYMMETRY_DEGREES.values())  # degrees
+    return 0, max(1, min(last, int(unambiguous // abs(clip.scene.rate))))
 
 
 @torch.no_grad()
@@ -204,11 +243,27 @@ def load_towers(state_path: Path, text_config: CLIPTextConfig, image_config: CLI
     """The full text tower, the image tower and the contrastive heads of a towers training state (``clip/state.pt``)."""
     state = torch.load(state_path, map_location="cpu", weights_only=False)["modules"]  # the recipe's own file
     full_text, image = full_text_tower(text_config), CLIPImageEncoder(image_config)
-    heads = ContrastiveHeads(text_config.width, image_config.width, text_config.width)
+    heads = ContrastiveHeads.for_towers(text_config, image_config)
     for module, key in ((full_text, "text"), (image, "image"), (heads, "heads")):
         module.load_state_dict(state[key])
         module.eval()
     return full_text, image, heads
+
+
+# Weight of the text tower's motion naming (a 9-way linear head on the pooled caption embedding) in the towers' loss.
+# Web-scale CLIP text towers separate "clockwise" from "counterclockwise" from language alone; trained only against
+# frame pairs, ours kept the two captions close (relative feature distance 0.18 against 0.30 for left / right) and
+# never learned to read a turn's direction; with this term it reads 0.80 / 0.95 of the rotations
+# (reports/tiny_centred/PROGRESS.md, session 11).
+TEXT_MOTION_WEIGHT = 1.0
+
+
+def caption_motions(clips: list[syn.SyntheticClip]) -> torch.Tensor:
+    """(9b,) motion indices of the captions a training step encodes after the scene captions: each clip's own, then
+    for k = 0..7 the k-th other motion of every clip (the order of :func:`motion_captions` and the step's negatives)."""
+    own = [syn.MOTIONS.index(c.scene.motion) for c in clips]
+    others = [[i for i in range(len(syn.MOTIONS)) if i != m] for m in own]
+    return torch.tensor(own + [row[k] for k in range(len(syn.MOTIONS) - 1) for row in others])
 
 
 def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: syn.SyntheticVideoDataset,
@@ -216,16 +271,19 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
     """Contrastive training of the text and image towers, the average of two CLIP losses:
 
     * image-text: a random frame against the caption of the scene alone (objects and background);
-    * video-text: the clip's (first, last) frame pair against its full caption, motion included, with every clip
-      played backwards and every caption with the opposite motion as hard negatives (:func:`clip_loss`).
+    * video-text: the clip's frame pair (:func:`rotation_gap_pair`) against its full caption, motion included, with
+      every clip played backwards and the same caption with each of the 8 other motions as hard negatives
+      (:func:`clip_loss`): the still caption of its own scene is what a rotation must beat to be read as one.
 
     Web-scale CLIP text towers know motion words from their captions; a tower trained on still frames alone would
     never see them, and the video model could not tell "moves left" from "moves right" (the released models rely on
-    the text for motion, paper Sec. 5). The image tower itself still embeds one image.
+    the text for motion, paper Sec. 5). The image tower itself still embeds one image; the pair is read per patch
+    position (:class:`PatchReadout`), and the caption tokens without their padding (:func:`trim_padding`). A third
+    term asks the text tower to name each caption's motion (:data:`TEXT_MOTION_WEIGHT`).
     """
     full_text = full_text_tower(text.config).train()
     image.train()
-    heads = ContrastiveHeads(text.config.width, image.config.width, text.config.width)
+    heads = ContrastiveHeads.for_towers(text.config, image.config)
     params = [*full_text.parameters(), *image.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     tokenizer = get_tokenizer()
@@ -235,33 +293,39 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
         clips = [dataset.clip(index) for index in ids]
         frame = torch.randint(16, (1,), generator=generator).item()
+        pairs = [rotation_gap_pair(c) for c in clips]
         pixels = np.stack([c.frames[min(frame, len(c.frames) - 1)] for c in clips]
-                          + [c.frames[0] for c in clips] + [c.frames[-1] for c in clips])  # (3b, h, w, 3)
+                          + [c.frames[a] for c, (a, _) in zip(clips, pairs)]
+                          + [c.frames[b] for c, (_, b) in zip(clips, pairs)])  # (3b, h, w, 3)
         pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)  # (3b, 3, h, w)
-        captions, negatives = zip(*(motion_caption_pair(c.scene, rng) for c in clips))
-        tokens = tokenizer([scene_caption(c.scene, rng) for c in clips] + list(captions) + list(negatives))
-        text_pooled = heads.text_projection(full_text(input_ids=tokens).pooler_output)  # (3b, d)
+        captions, others = zip(*(motion_captions(c.scene, rng) for c in clips))
+        negatives = [text for group in zip(*others) for text in group]  # (8b,): other motion k of clip i at k b + i
+        tokens = trim_padding(tokenizer([scene_caption(c.scene, rng) for c in clips] + list(captions)
+                                        + list(negatives)))
+        text_pooled = heads.text_projection(full_text(input_ids=tokens).pooler_output)  # (10b, d)
         hidden = image.transformer(pixel_values=image.preprocess(pixels))
         frame_features = heads.image_projection(hidden.pooler_output[:batch])  # (b, d)
         patches = hidden.last_hidden_state[:, 1:]  # (3b, n, w): where things are, not only what
         first, last = patches[batch:2 * batch], patches[2 * batch:]
         video_features = heads.video_embedding(first, last)  # (b, d)
         reversed_features = heads.video_embedding(last, first)  # (b, d): played backwards
-        caption_features, negative_features = text_pooled[batch:2 * batch], text_pooled[2 * batch:]
+        caption_features, negative_features = text_pooled[batch:2 * batch], text_pooled[2 * batch:]  # (b, d), (8b, d)
         image_loss, accuracy = clip_loss(frame_features, text_pooled[:batch], heads.logit_scale)
         video_loss, video_accuracy = clip_loss(video_features, caption_features, heads.logit_scale,
                                                a_negatives=reversed_features, b_negatives=negative_features)
-        loss = 0.5 * (image_loss + video_loss)
+        motion_loss = F.cross_entropy(heads.text_motion(text_pooled[batch:]), caption_motions(clips))
+        loss = 0.5 * (image_loss + video_loss) + TEXT_MOTION_WEIGHT * motion_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():  # each clip prefers its caption to the one with the other motion
+        with torch.no_grad():  # each clip prefers its caption to those of its scene with another motion
             video_n = F.normalize(video_features, dim=-1)
-            right = (video_n * F.normalize(caption_features, dim=-1)).sum(-1)
-            wrong = (video_n * F.normalize(negative_features, dim=-1)).sum(-1)
+            right = (video_n * F.normalize(caption_features, dim=-1)).sum(-1)  # (b,)
+            others = F.normalize(negative_features, dim=-1).view(-1, batch, video_n.shape[-1])  # (k, b, d)
+            wrong = (video_n * others).sum(-1).amax(0)  # (b,)
             direction = (right > wrong).float().mean().item()
         return {"loss": loss.item(), "accuracy": accuracy, "video_accuracy": video_accuracy,
-                "motion_accuracy": direction}
+                "motion_accuracy": direction, "text_motion_loss": motion_loss.item()}
 
     result = loop.run("clip towers", {"text": full_text, "image": image, "heads": heads}, optimizer, step, steps,
                       state_path, seed)
