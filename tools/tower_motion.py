@@ -1,17 +1,22 @@
 """The CLIP-style towers' reading of motion: which of the 9 motion captions a held-out clip's frame pair is nearest to.
 
-``python tools/tower_motion.py RUN/clip/state.pt [--per-motion 20] [--rotation-gap]`` prints the per-motion accuracy
-and the confusion rows of a recipe run's towers on held-out clips of the centred data. A clip is read as its (first,
-last) frame pair; with ``--rotation-gap`` a rotation is read at the latest frame turned by at most half the smallest
-symmetry angle instead (``pretrain.rotation_gap_pair``: a square turned by 90 degrees looks unturned, so the last frame
-of a long rotation can hide its direction).
+``python tools/tower_motion.py RUN/clip/state.pt [--per-motion 20] [--rotation-gap] [--controls]`` prints the
+per-motion accuracy and the confusion rows of a recipe run's towers on held-out clips of the centred data. A clip is
+read as its (first, last) frame pair; with ``--rotation-gap`` a rotation is read at the latest frame turned by at most
+half the smallest symmetry angle instead (``pretrain.rotation_gap_pair``, the pair the towers train on: a square
+turned by 90 degrees looks unturned, so the last frame of a long rotation can hide its direction). ``--controls`` adds
+the readings that must fail: the rotation clips with their pair played backwards (read as the opposite turn by towers
+that see the direction) and random-weight towers (chance, 0.111).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from dynamicrafter.data import synthetic as syn
 from dynamicrafter.recipe import pretrain
@@ -20,11 +25,25 @@ from dynamicrafter.recipe.report import held_out_clips
 from dynamicrafter.recipe.tiny import DATA_PRESETS
 
 
+def print_controls(towers: tuple, clips: list[syn.SyntheticClip], pair: Callable) -> None:
+    """Rotation clips read backwards, and the same clips read by random-weight towers."""
+    rotations = [clip for clip in clips if clip.scene.motion.startswith("rotate")]
+    backwards = pretrain.tower_motion_choices(*towers, rotations, lambda clip: pair(clip)[::-1])
+    for motion in ("rotate_cw", "rotate_ccw"):
+        print(f"control, {motion} played backwards: {dict(Counter(c for t, c in backwards if t == motion))}")
+    torch.manual_seed(1)
+    random = (pretrain.full_text_tower(TINY.text_encoder).eval(), pretrain.CLIPImageEncoder(TINY.image_encoder).eval(),
+              pretrain.ContrastiveHeads.for_towers(TINY.text_encoder, TINY.image_encoder).eval())
+    choices = pretrain.tower_motion_choices(*random, clips, pair)
+    print(f"control, random-weight towers: {sum(t == c for t, c in choices) / len(choices):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("state", type=Path, help="a recipe run's clip/state.pt")
     parser.add_argument("--per-motion", type=int, default=20)
     parser.add_argument("--rotation-gap", action="store_true")
+    parser.add_argument("--controls", action="store_true")
     args = parser.parse_args()
     towers = pretrain.load_towers(args.state, TINY.text_encoder, TINY.image_encoder)
     clips = held_out_clips(DATA_PRESETS["centred"], args.per_motion, min_stride=1)
@@ -36,6 +55,8 @@ def main() -> None:
         row = Counter(chosen for true, chosen in choices if true == motion)
         print(f"{motion:>10}: {row[motion] / args.per_motion:.2f}  {dict(row.most_common())}")
     print(f"{'all':>10}: {sum(true == chosen for true, chosen in choices) / len(choices):.3f}")
+    if args.controls:
+        print_controls(towers, clips, pair)
 
 
 if __name__ == "__main__":

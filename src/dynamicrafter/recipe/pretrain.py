@@ -268,7 +268,7 @@ def caption_motions(clips: list[syn.SyntheticClip]) -> torch.Tensor:
 
 def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: syn.SyntheticVideoDataset,
                       steps: int, batch: int, lr: float, state_path: Path, seed: int = 0) -> dict[str, float]:
-    """Contrastive training of the text and image towers, the average of two CLIP losses:
+    """Contrastive training of the text and image towers: the average of two CLIP losses, plus a motion naming.
 
     * image-text: a random frame against the caption of the scene alone (objects and background);
     * video-text: the clip's frame pair (:func:`rotation_gap_pair`) against its full caption, motion included, with
@@ -321,8 +321,8 @@ def train_clip_towers(text: CLIPTextEncoder, image: CLIPImageEncoder, dataset: s
         with torch.no_grad():  # each clip prefers its caption to those of its scene with another motion
             video_n = F.normalize(video_features, dim=-1)
             right = (video_n * F.normalize(caption_features, dim=-1)).sum(-1)  # (b,)
-            others = F.normalize(negative_features, dim=-1).view(-1, batch, video_n.shape[-1])  # (k, b, d)
-            wrong = (video_n * others).sum(-1).amax(0)  # (b,)
+            other_n = F.normalize(negative_features, dim=-1).view(-1, batch, video_n.shape[-1])  # (8, b, d)
+            wrong = (video_n * other_n).sum(-1).amax(0)  # (b,)
             direction = (right > wrong).float().mean().item()
         return {"loss": loss.item(), "accuracy": accuracy, "video_accuracy": video_accuracy,
                 "motion_accuracy": direction, "text_motion_loss": motion_loss.item()}
