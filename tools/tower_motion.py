@@ -50,11 +50,12 @@ DISTANCE_PAIRS = (("left", "right"), ("up", "down"), ("zoom_in", "zoom_out"), ("
 def print_text_distances(full_text: torch.nn.Module) -> None:
     text = CLIPTextEncoder(TINY.text_encoder)
     pretrain.copy_used_text_layers(full_text, text)
+    text.eval()
     distances: dict[tuple[str, str], list[float]] = {pair: [] for pair in DISTANCE_PAIRS}
     for i, clip in enumerate(held_out_clips(DATA_PRESETS["centred"], 4, min_stride=1)):
         captions = [syn.compose_caption(np.random.default_rng(1000 + i), motion, clip.scene.main,
                                         clip.scene.background, False) for motion in syn.MOTIONS]
-        features = dict(zip(syn.MOTIONS, text.eval().encode(captions)))  # motion -> (77, w)
+        features = dict(zip(syn.MOTIONS, text.encode(captions)))  # motion -> (77, w)
         for a, b in DISTANCE_PAIRS:
             mean_norm = 0.5 * (features[a].norm() + features[b].norm())
             distances[(a, b)].append(((features[a] - features[b]).norm() / mean_norm).item())
