@@ -53,8 +53,7 @@ def print_text_distances(full_text: torch.nn.Module) -> None:
     text.eval()
     distances: dict[tuple[str, str], list[float]] = {pair: [] for pair in DISTANCE_PAIRS}
     for i, clip in enumerate(held_out_clips(DATA_PRESETS["centred"], 4, min_stride=1)):
-        captions = [syn.compose_caption(np.random.default_rng(1000 + i), motion, clip.scene.main,
-                                        clip.scene.background, False) for motion in syn.MOTIONS]
+        captions = list(pretrain.captions_by_motion(clip.scene, 1000 + i, motion_only=False).values())
         features = dict(zip(syn.MOTIONS, text.encode(captions)))  # motion -> (77, w)
         for a, b in DISTANCE_PAIRS:
             mean_norm = 0.5 * (features[a].norm() + features[b].norm())

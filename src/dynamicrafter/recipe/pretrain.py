@@ -183,11 +183,17 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
     return loss, (a_to_b.argmax(dim=1) == labels).float().mean().item()
 
 
+def captions_by_motion(scene: syn.Scene, seed: int, motion_only: bool | None = None) -> dict[str, str]:
+    """The scene's caption with each of the 9 motions, in the order of ``syn.MOTIONS``: one wording seed for all, so
+    only the motion phrase differs (``motion_only``: the scene's own choice unless given)."""
+    motion_only = scene.motion_only_caption if motion_only is None else motion_only
+    return {motion: syn.compose_caption(np.random.default_rng(seed), motion, scene.main, scene.background, motion_only)
+            for motion in syn.MOTIONS}
+
+
 def motion_captions(scene: syn.Scene, rng: np.random.Generator) -> tuple[str, list[str]]:
     """The clip's caption and the same caption (same wording draws) with each of the other motions."""
-    seed = int(rng.integers(2**31))  # one seed for all: the same wording, only the motion phrase differs
-    captions = {motion: syn.compose_caption(np.random.default_rng(seed), motion, scene.main, scene.background,
-                                            scene.motion_only_caption) for motion in syn.MOTIONS}
+    captions = captions_by_motion(scene, int(rng.integers(2**31)))
     return captions.pop(scene.motion), list(captions.values())
 
 
@@ -229,9 +235,7 @@ def tower_motion_choices(full_text: nn.Module, image: CLIPImageEncoder, heads: C
         pixels = torch.from_numpy(clip.frames[[a, b]].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
         patches = image.transformer(pixel_values=image.preprocess(pixels)).last_hidden_state[:, 1:]  # (2, n, w)
         video = heads.video_embedding(patches[:1], patches[1:])[0]  # (d,)
-        wording = int(rng.integers(2**31))
-        captions = [syn.compose_caption(np.random.default_rng(wording), motion, clip.scene.main, clip.scene.background,
-                                        clip.scene.motion_only_caption) for motion in syn.MOTIONS]
+        captions = list(captions_by_motion(clip.scene, int(rng.integers(2**31))).values())
         text = heads.text_projection(full_text(input_ids=tokenizer(captions)).pooler_output)  # (9, d)
         similarity = F.normalize(text, dim=-1) @ F.normalize(video, dim=-1)  # (9,)
         out.append((clip.scene.motion, syn.MOTIONS[int(similarity.argmax())]))
